@@ -1,0 +1,1 @@
+"""The contract: typed user resources and pushed discovery resources, YAML loading and validation."""
