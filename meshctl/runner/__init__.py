@@ -1,0 +1,1 @@
+"""The local runner behind `meshctl up`: addresses, processes and their supervision."""
