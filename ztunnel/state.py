@@ -33,6 +33,7 @@ from schemas.discovery import (
     Service,
     TunnelProtocol,
     Workload,
+    WorkloadStatus,
     decode,
     resource_key,
     to_json,
@@ -285,6 +286,23 @@ class ProxyState:
             if found:
                 return next((s for s in found if s.namespace == namespace), found[0])
         return None
+
+    def host_addresses(self, hostname: str, network: str = "") -> tuple[str, ...]:
+        """A fully qualified name's addresses for the DNS proxy (``dns.resolver.HostLookup``): the service's
+        VIPs on ``network``, or for a headless service (no VIP) its healthy endpoints' IPs."""
+        found = self._tables.services_by_hostname.get(hostname.lower().rstrip("."))
+        if not found:
+            return ()
+        service = found[0]
+        vips = tuple(vip.address for vip in service.vips if vip.network == network)
+        if vips or service.vips:
+            return vips
+        return tuple(
+            address
+            for workload in self.endpoints(service)
+            if workload.status is WorkloadStatus.HEALTHY and workload.network == network
+            for address in workload.addresses
+        )
 
     def endpoints(self, service: Service) -> tuple[Workload, ...]:
         """Workloads that list ``service`` in their ``services`` map, ordered by uid."""

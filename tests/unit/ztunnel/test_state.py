@@ -19,6 +19,7 @@ from schemas.discovery import (
     ServicePort,
     TunnelProtocol,
     Workload,
+    WorkloadStatus,
     resource_key,
     to_json,
 )
@@ -183,6 +184,23 @@ def test_lookups_by_ip_uid_vip_and_hostname() -> None:
     assert state.service_by_hostname("API.prod.svc.cluster.local.") is API  # case and absolute form
     assert state.service(resource_key(API)) is API
     assert state.endpoints(API) == (API_1,)
+
+
+def test_host_addresses_answer_dns_with_vips_or_headless_endpoints() -> None:
+    state = mesh()
+    headless = svc("cache", "prod", None)
+    cache_pods = [
+        pod("cache-1", "prod", "10.0.0.61", services={resource_key(headless): {80: 8080}}),
+        pod("cache-2", "prod", "10.0.0.62", services={resource_key(headless): {80: 8080}},
+            status=WorkloadStatus.UNHEALTHY),
+    ]
+    state.apply("service", [headless])
+    state.apply("workload", cache_pods)
+    assert state.host_addresses("api.prod.svc.cluster.local") == ("240.240.0.10",)
+    assert state.host_addresses("API.prod.svc.cluster.local.") == ("240.240.0.10",)
+    assert state.host_addresses("cache.prod.svc.cluster.local") == ("10.0.0.61",)
+    assert state.host_addresses("api.prod.svc.cluster.local", network="net-b") == ()
+    assert state.host_addresses("nothing.prod.svc.cluster.local") == ()
 
 
 def test_local_workloads_are_those_on_the_node() -> None:
