@@ -81,7 +81,9 @@ class HttpConnection:
     @property
     def reusable(self) -> bool:
         """True when the last exchange left the connection open for another request."""
-        return self._stream is not None and self._conn.our_state is h11.IDLE
+        conn = self._conn
+        done = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        return self._stream is not None and (conn.our_state is h11.IDLE or done)
 
     async def request(
         self,

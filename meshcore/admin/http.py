@@ -251,6 +251,11 @@ class AdminServer:
             )
         headers = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in event.headers]
         declared = next((v for k, v in headers if k == "content-length"), None)
+        if declared is not None and any(k == "transfer-encoding" for k, _ in headers):
+            # Both framings at once is the classic request-smuggling shape: refuse, never guess.
+            raise h11.RemoteProtocolError(
+                "both Content-Length and Transfer-Encoding are present", error_status_hint=400
+            )
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise _BodyTooLarge
         if conn.client_is_waiting_for_100_continue:
