@@ -60,12 +60,15 @@ class AdminServer:
         max_body_bytes: int = 1024 * 1024,
         idle_timeout: float = 60.0,
         read_timeout: float = 10.0,
+        max_connections: int = 256,
     ) -> None:
         self.name = name
         self.max_head_bytes = max_head_bytes
         self.max_body_bytes = max_body_bytes
         self.idle_timeout = idle_timeout
         self.read_timeout = read_timeout
+        # Back-pressure, not rejection: past the cap, new connections wait in the kernel's backlog.
+        self._connection_slots = trio.Semaphore(max_connections)
         self.address: Address | None = None
         self._routes: dict[tuple[str, str], Handler] = {}
         self._prefix_routes: list[tuple[str, str, Handler]] = []
@@ -159,12 +162,17 @@ class AdminServer:
 
     async def _accept_loop(self, listener: trio.SocketListener, connections: trio.Nursery) -> None:
         while True:
+            await self._connection_slots.acquire()
             try:
                 stream = await listener.accept()
             except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+                self._connection_slots.release()
                 _log.warning("accept failed", server=self.name, error=str(exc))
                 await trio.sleep(0.1)
                 continue
+            except BaseException:
+                self._connection_slots.release()
+                raise
             connections.start_soon(self._serve_connection, stream)
 
     # -- one connection ---------------------------------------------------------------------------
@@ -207,6 +215,7 @@ class AdminServer:
                 if linger:
                     await self._drain(stream)
             finally:
+                self._connection_slots.release()
                 await trio.aclose_forcefully(stream)
 
     async def _receive(self, conn: h11.Connection, stream: trio.SocketStream) -> None:

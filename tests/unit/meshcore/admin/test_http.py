@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+import trio.testing
 
 from meshcore.admin.client import HttpConnection, http_request
 from meshcore.admin.http import AdminServer
@@ -265,3 +266,42 @@ async def test_close_drains_in_flight_requests_and_stops_accepting() -> None:
     assert responses == [(200, "close", "done")]
     with pytest.raises(OSError):
         await trio.open_tcp_stream(host, port)
+
+
+async def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> None:
+    server = build_server(idle_timeout=0.2)
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(server.run)
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n")
+            received = b""
+            with trio.fail_after(10):
+                for _ in range(1000):
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        break  # the server closed the idle connection
+                    received += chunk
+        assert received.startswith(b"HTTP/1.1 200 ")
+        nursery.cancel_scope.cancel()
+
+
+async def test_connection_cap_applies_back_pressure_instead_of_failing() -> None:
+    server = build_server(max_connections=1)
+    done = trio.Event()
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(server.run)
+        first = HttpConnection(host, port)
+        await first.request("GET", "/hello")  # holds the only slot while idle
+
+        async def second() -> None:
+            assert (await http_request(host, port, "GET", "/hello")).status == 200
+            done.set()
+
+        nursery.start_soon(second)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert not done.is_set()  # waiting in the backlog, not refused
+        await first.aclose()
+        with trio.fail_after(10):
+            await done.wait()
+        nursery.cancel_scope.cancel()

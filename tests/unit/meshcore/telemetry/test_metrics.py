@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshcore.telemetry.metrics import (
     ENVOY_DEFAULT_BUCKETS,
@@ -184,3 +186,26 @@ def test_empty_registry_exposes_nothing_and_clear_forgets_series() -> None:
     assert registry.expose() == "# HELP x_total x\n# TYPE x_total counter\n"
     assert registry.get("x_total") is family
     assert registry.families() == [family]
+
+
+def _unescape_label_value(text: str) -> str:
+    """The scraper's side of the escaping: ``\\\\``, ``\\"`` and ``\\n``."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\":
+            out.append({"\\": "\\", '"': '"', "n": "\n"}[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+@given(st.text(max_size=40))
+def test_any_label_value_survives_exposition(value: str) -> None:
+    registry = Registry()
+    registry.counter("x_total", "x", ("v",)).labels(value).inc()
+    sample = registry.expose().split("\n")[2]  # the format separates lines by \n only
+    assert "\n" not in sample
+    assert sample.startswith('x_total{v="') and sample.endswith('"} 1')
+    assert _unescape_label_value(sample[len('x_total{v="') : -len('"} 1')]) == value
