@@ -4,4 +4,5 @@
 - :mod:`.client` — :func:`~meshcore.admin.client.http_request` and a keep-alive connection.
 - :mod:`.messages` — the plain request/response values both share.
 - :mod:`.endpoints` — the standard handlers (``/metrics``, ``/healthz/ready``, ``/logging``, ...).
+- :mod:`.ports` — a component's admin (15000), metrics (15020) and readiness (15021) servers together.
 """
