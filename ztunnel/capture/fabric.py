@@ -1,0 +1,317 @@
+"""The local network fabric of netns mode: one bridge, one network namespace per pod.
+
+Layout (all names under the mesh prefix, see :mod:`ztunnel.capture.names`)::
+
+    netns <prefix>-fabric:  bridge <prefix>-br  (gateway address, e.g. 198.18.0.1/16)
+                               ├── <prefix>v0  ⇄  eth0 in netns <prefix>-pod-a   198.18.0.2/16
+                               └── <prefix>v1  ⇄  eth0 in netns <prefix>-pod-b   198.18.0.3/16
+
+The bridge lives in a namespace of its own, and each veth is created *inside* that namespace with its
+peer placed straight into the pod's namespace, so nothing ever appears in — or is routed from — the
+host's root namespace. Addresses come from 198.18.0.0/15 (benchmarking space, never on the internet).
+
+Crash safety: every object is written to a JSON state file *before* it is created, so after a SIGKILL
+the next start calls :func:`cleanup_from_state` and removes exactly what was recorded (deleting a pod
+namespace also removes its veth pair and its in-pod rules; deleting the fabric namespace removes the
+bridge).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from ztunnel.capture import names
+from ztunnel.capture.commands import run_command, run_command_sync
+from ztunnel.capture.errors import FabricError
+
+STATE_VERSION = 1
+ALLOWED_SPACE = ipaddress.IPv4Network("198.18.0.0/15")
+DEFAULT_SUBNET = "198.18.0.0/16"
+NETNS_DIR = Path("/run/netns")
+ETC_NETNS_DIR = Path("/etc/netns")
+
+
+@attrs.frozen
+class PodNetwork:
+    """One pod's place on the fabric."""
+
+    name: str
+    netns: str
+    ip: str
+    prefix_len: int
+    host_veth: str
+    veth_index: int
+
+    @property
+    def netns_path(self) -> str:
+        """Where ``ip netns`` mounted the namespace; open it to get the fd ztunnel needs."""
+        return str(NETNS_DIR / self.netns)
+
+
+@attrs.define
+class FabricState:
+    """What exists (or may exist, if a crash interrupted its creation); persisted as JSON."""
+
+    prefix: str
+    subnet: str
+    fabric_netns: str
+    bridge: str
+    gateway: str
+    pods: dict[str, PodNetwork] = attrs.field(factory=dict)
+
+    def to_json(self) -> str:
+        """Serialise for the state file."""
+        body = attrs.asdict(self)
+        body["version"] = STATE_VERSION
+        return json.dumps(body, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str) -> FabricState:
+        """Parse a state file, refusing one whose names are not under its own prefix."""
+        try:
+            raw: dict[str, Any] = json.loads(text)
+            if raw.get("version") != STATE_VERSION:
+                raise ValueError(f"version {raw.get('version')!r}, expected {STATE_VERSION}")
+            prefix = names.check_prefix(str(raw["prefix"]))
+            pods = {key: PodNetwork(**value) for key, value in dict(raw["pods"]).items()}
+            state = cls(
+                prefix=prefix,
+                subnet=str(raw["subnet"]),
+                fabric_netns=names.assert_ours(prefix, str(raw["fabric_netns"])),
+                bridge=names.assert_ours(prefix, str(raw["bridge"])),
+                gateway=str(raw["gateway"]),
+                pods=pods,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FabricError(
+                f"state file {source} is not a fabric state: {exc}",
+                detail=f"remove {source} by hand after checking `ip netns list` for am-* leftovers",
+            ) from exc
+        for pod in pods.values():
+            names.assert_ours(prefix, pod.netns)
+            names.assert_ours(prefix, pod.host_veth)
+        return state
+
+    def save(self, path: Path) -> None:
+        """Atomically replace the state file (a crash leaves either the old or the new one)."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json())
+        os.replace(tmp, path)
+
+
+def _validated_subnet(subnet: str) -> ipaddress.IPv4Network:
+    net = ipaddress.IPv4Network(subnet, strict=True)
+    if not net.subnet_of(ALLOWED_SPACE) or net.num_addresses < 4:
+        raise FabricError(
+            f"fabric subnet {subnet} is not inside {ALLOWED_SPACE}",
+            detail=f"pick a subnet of {ALLOWED_SPACE} with room for a gateway and pods",
+        )
+    return net
+
+
+def cleanup_commands(state: FabricState) -> list[list[str]]:
+    """The commands that remove everything ``state`` records, pods first (pure: no I/O)."""
+    commands = [["ip", "netns", "delete", pod.netns] for pod in state.pods.values()]
+    commands.append(["ip", "netns", "delete", state.fabric_netns])
+    return commands
+
+
+def _netns_exists(name: str) -> bool:
+    return (NETNS_DIR / name).exists()
+
+
+def _remove_etc_view(state: FabricState) -> None:
+    """Drop per-pod ``/etc/netns/<pod netns>`` views (resolv.conf) that belong to us."""
+    for pod in state.pods.values():
+        view = ETC_NETNS_DIR / names.assert_ours(state.prefix, pod.netns)
+        if view.is_dir():
+            for child in view.iterdir():
+                child.unlink()
+            view.rmdir()
+
+
+def cleanup_from_state_sync(path: Path) -> list[str]:
+    """Blocking: remove what the state file at ``path`` records; return the namespaces removed."""
+    if not path.exists():
+        return []
+    state = FabricState.from_json(path.read_text(), source=str(path))
+    removed = []
+    for argv in cleanup_commands(state):
+        if _netns_exists(argv[-1]):
+            run_command_sync(argv)
+            removed.append(argv[-1])
+    _remove_etc_view(state)
+    path.unlink()
+    return removed
+
+
+async def cleanup_from_state(path: Path) -> list[str]:
+    """Remove leftovers of an earlier run (e.g. after SIGKILL) recorded in ``path``; return them."""
+    return await trio.to_thread.run_sync(cleanup_from_state_sync, path)
+
+
+class Fabric:
+    """Creates and removes the bridge and the pods' namespaces, recording each step first."""
+
+    def __init__(self, state_path: Path, *, prefix: str | None = None, subnet: str = DEFAULT_SUBNET) -> None:
+        net = _validated_subnet(subnet)
+        self._net = net
+        self._state_path = state_path
+        prefix = names.check_prefix(prefix) if prefix is not None else names.new_prefix()
+        self._state = FabricState(
+            prefix=prefix,
+            subnet=str(net),
+            fabric_netns=names.fabric_netns(prefix),
+            bridge=names.bridge(prefix),
+            gateway=str(net.network_address + 1),
+        )
+        self._created = False
+
+    @property
+    def prefix(self) -> str:
+        """The per-mesh name prefix."""
+        return self._state.prefix
+
+    @property
+    def fabric_netns(self) -> str:
+        """Name of the namespace holding the bridge."""
+        return self._state.fabric_netns
+
+    @property
+    def bridge(self) -> str:
+        """Name of the bridge device (inside :attr:`fabric_netns`)."""
+        return self._state.bridge
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's own address, the pods' default route."""
+        return self._state.gateway
+
+    @property
+    def pods(self) -> dict[str, PodNetwork]:
+        """The pods currently on the fabric, by name."""
+        return dict(self._state.pods)
+
+    async def _save(self) -> None:
+        await trio.to_thread.run_sync(self._state.save, self._state_path)
+
+    async def _ip(self, *args: str) -> None:
+        await run_command(["ip", *args])
+
+    async def create(self) -> None:
+        """Create the fabric namespace and its bridge (refuses to overwrite a live state file)."""
+        if self._created:
+            raise FabricError("fabric already created", detail="call create() once per Fabric")
+        if await trio.Path(self._state_path).exists():
+            raise FabricError(
+                f"state file {self._state_path} already exists",
+                detail="a previous run left it; call cleanup_from_state() on it first",
+            )
+        await self._save()
+        self._created = True
+        ns, br = self.fabric_netns, self.bridge
+        await self._ip("netns", "add", ns)
+        await self._ip("-n", ns, "link", "set", "lo", "up")
+        await self._ip("-n", ns, "link", "add", br, "type", "bridge")
+        await self._ip("-n", ns, "addr", "add", f"{self.gateway}/{self._net.prefixlen}", "dev", br)
+        await self._ip("-n", ns, "link", "set", br, "up")
+
+    def _allocate(self, ip: str | None) -> tuple[str, int]:
+        used_ips = {pod.ip for pod in self._state.pods.values()} | {self.gateway}
+        used_idx = {pod.veth_index for pod in self._state.pods.values()}
+        index = next(i for i in range(names.MAX_VETH_INDEX + 1) if i not in used_idx)
+        if ip is not None:
+            addr = ipaddress.IPv4Address(ip)
+            if addr not in self._net or addr in (self._net.network_address, self._net.broadcast_address):
+                raise FabricError(
+                    f"pod address {ip} is not a host address of {self._net}", detail="pick one inside it"
+                )
+            if ip in used_ips:
+                raise FabricError(
+                    f"pod address {ip} is already in use", detail="each pod needs its own address"
+                )
+            return ip, index
+        for host in self._net.hosts():
+            if str(host) not in used_ips:
+                return str(host), index
+        raise FabricError(f"no free address left in {self._net}", detail="use a larger fabric subnet")
+
+    async def create_pod(self, name: str, *, ip: str | None = None) -> PodNetwork:
+        """Create pod ``name``'s namespace, wire it to the bridge and return where it sits."""
+        if not self._created:
+            raise FabricError("fabric not created", detail="call await fabric.create() first")
+        if name in self._state.pods:
+            raise FabricError(f"pod {name!r} already exists on the fabric", detail="delete it first")
+        address, index = self._allocate(ip)
+        pod = PodNetwork(
+            name=name,
+            netns=names.pod_netns(self.prefix, name),
+            ip=address,
+            prefix_len=self._net.prefixlen,
+            host_veth=names.host_veth(self.prefix, index),
+            veth_index=index,
+        )
+        self._state.pods[name] = pod
+        await self._save()
+        try:
+            await self._wire_pod(pod)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.delete_pod(name)
+            raise
+        return pod
+
+    async def _wire_pod(self, pod: PodNetwork) -> None:
+        fab, ns = self.fabric_netns, pod.netns
+        await self._ip("netns", "add", ns)
+        await self._ip("-n", ns, "link", "set", "lo", "up")
+        await self._ip(
+            "-n", fab, "link", "add", pod.host_veth, "type", "veth", "peer", "name", "eth0", "netns", ns
+        )
+        await self._ip("-n", fab, "link", "set", pod.host_veth, "master", self.bridge, "up")
+        await self._ip("-n", ns, "addr", "add", f"{pod.ip}/{pod.prefix_len}", "dev", "eth0")
+        await self._ip("-n", ns, "link", "set", "eth0", "up")
+        await self._ip("-n", ns, "route", "add", "default", "via", self.gateway, "dev", "eth0")
+
+    async def delete_pod(self, name: str) -> None:
+        """Remove the pod's namespace (its veth pair and in-pod rules go with it)."""
+        pod = self._state.pods.get(name)
+        if pod is None:
+            raise FabricError(
+                f"no pod {name!r} on the fabric", detail=f"known pods: {sorted(self._state.pods)}"
+            )
+        if await trio.to_thread.run_sync(_netns_exists, pod.netns):
+            await self._ip("netns", "delete", pod.netns)
+        del self._state.pods[name]
+        await self._save()
+
+    async def destroy(self) -> None:
+        """Remove every pod, the bridge and its namespace, and the state file."""
+        if not self._created:
+            return
+        await cleanup_from_state(self._state_path)
+        self._state.pods.clear()
+        self._created = False
+
+    def destroy_sync(self) -> None:
+        """Blocking :meth:`destroy` for shutdown paths where trio is no longer running."""
+        if self._created:
+            cleanup_from_state_sync(self._state_path)
+            self._state.pods.clear()
+            self._created = False
+
+
+def existing_netns(prefix: str) -> Sequence[str]:
+    """Namespaces currently mounted under ``prefix`` (what a leak check looks at)."""
+    names.check_prefix(prefix)
+    if not NETNS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix + "-"))
