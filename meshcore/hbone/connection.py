@@ -15,7 +15,7 @@ Settings follow DESIGN §3 (stream window 4 MiB, connection window 16 MiB raised
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import h2.config
 import h2.connection
@@ -39,6 +39,7 @@ MAX_FRAME_SIZE = 1024 * 1024
 SERVER_MAX_CONCURRENT_STREAMS = 200
 PING_INTERVAL = 10.0
 PING_TIMEOUT = 20.0
+FLUSH_TIMEOUT = 1.0
 # A 1 MiB header block must still be *decoded* (to keep HPACK state in sync) so it can be refused on
 # its own stream; past this, decoding itself is the attack and the connection goes (GOAWAY).
 HPACK_DECODE_LIMIT = 4 * 1024 * 1024
@@ -115,7 +116,9 @@ class HboneConnection:
         self._failure: ConnectionLost | None = None
         self._goaway_received = False
         self._closing = False
-        self._cancel_scope: trio.CancelScope | None = None
+        self._reader_scope = trio.CancelScope()
+        self._writer_scope = trio.CancelScope()
+        self._keepalive_scope = trio.CancelScope()
         self.streams_opened = 0
         self.kick()
 
@@ -153,10 +156,12 @@ class HboneConnection:
     def forget(self, stream_id: int) -> None:
         self.streams.pop(stream_id, None)
         if self._closing and not self.streams:
-            self._cancel()
+            self._fail("drained")
 
     async def _writer(self) -> None:
         while True:
+            if self._failure is not None and not self._outbox:
+                return
             await self._write_wanted.wait()
             self._write_wanted = trio.Event()
             chunks, self._outbox = self._outbox, []
@@ -171,34 +176,25 @@ class HboneConnection:
         """Drive the connection until it ends; the transport is closed on the way out."""
         try:
             async with trio.open_nursery() as nursery:
-                self._cancel_scope = nursery.cancel_scope
-                nursery.start_soon(self._reader)
-                nursery.start_soon(self._writer_guarded)
-                nursery.start_soon(self._keepalive)
+                nursery.start_soon(self._run_in, self._reader_scope, self._reader)
+                nursery.start_soon(self._run_in, self._writer_scope, self._writer_guarded)
+                nursery.start_soon(self._run_in, self._keepalive_scope, self._keepalive)
                 task_status.started()
         finally:
-            self._fail(self._failure.context.get("reason", "closed") if self._failure else "closed")
-            await self._final_flush()
+            self._fail("closed")
             await trio.aclose_forcefully(self._transport)
 
-    async def _final_flush(self) -> None:
-        """Best effort to get a GOAWAY or RST out before the socket closes."""
-        self.kick()
-        if not self._outbox:
-            return
-        data, self._outbox = b"".join(self._outbox), []
-        with trio.move_on_after(1.0) as scope:
-            scope.shield = True
-            with contextlib.suppress(
-                trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
-            ):
-                await self._transport.send_all(data)
-
-    def _cancel(self) -> None:
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
+    @staticmethod
+    async def _run_in(scope: trio.CancelScope, task: Callable[[], Awaitable[None]]) -> None:
+        with scope:
+            await task()
 
     def _fail(self, reason: str) -> None:
+        """End the connection: wake every waiter, stop reading now, let the writer flush briefly.
+
+        The writer is not cancelled outright: a cancelled ``SSLStream.send_all`` breaks the stream,
+        and the GOAWAY/RST frames h2 just queued are what tell the peer why we are going.
+        """
         if self._failure is None:
             self._failure = ConnectionLost(
                 f"HBONE connection to {self.peer} ended", peer=self.peer, reason=reason
@@ -207,7 +203,10 @@ class HboneConnection:
             stream.on_connection_lost()
         self.window_lot.unpark_all()
         self._writable_lot.unpark_all()
-        self._cancel()
+        self._reader_scope.cancel()
+        self._keepalive_scope.cancel()
+        self._writer_scope.deadline = min(self._writer_scope.deadline, trio.current_time() + FLUSH_TIMEOUT)
+        self._write_wanted.set()
 
     async def aclose(self, error_code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
         """Send GOAWAY and end the connection now (streams still open fail with ConnectionLost)."""
@@ -227,7 +226,7 @@ class HboneConnection:
             self.h2.close_connection(h2.errors.ErrorCodes.NO_ERROR)
         self.kick()
         if not self.streams:
-            self._cancel()
+            self._fail("drained")
 
     async def _writer_guarded(self) -> None:
         try:
@@ -314,7 +313,7 @@ class HboneConnection:
         if event.error_code != h2.errors.ErrorCodes.NO_ERROR:
             self._fail(f"peer sent GOAWAY {event.error_code!s}")
         elif not self.streams:
-            self._cancel()
+            self._fail("peer sent GOAWAY")
 
     async def _keepalive(self) -> None:
         counter = 0

@@ -6,8 +6,10 @@ A stand-in for meshcore.identity (written in parallel) so HBONE is tested agains
 from __future__ import annotations
 
 import datetime
+import shutil
 import ssl
 import tempfile
+import weakref
 from pathlib import Path
 
 import trio
@@ -31,8 +33,10 @@ class Pki:
     """One trust root; :meth:`leaf` issues a certificate for a SPIFFE ID."""
 
     def __init__(self, directory: Path | None = None, trust_domain: str = "cluster.local") -> None:
-        self._tmp = None if directory is not None else tempfile.TemporaryDirectory(prefix="hbone-pki-")
-        self.directory = directory if directory is not None else Path(self._tmp.name)  # type: ignore[union-attr]
+        if directory is None:
+            directory = Path(tempfile.mkdtemp(prefix="hbone-pki-"))
+            weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
+        self.directory = directory
         self.trust_domain = trust_domain
         now = datetime.datetime.now(datetime.UTC)
         self.root_key = ec.generate_private_key(ec.SECP256R1())
