@@ -13,8 +13,8 @@ def leftovers(prefix: str) -> dict[str, list[str]]:
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     return {
-        "netns": [line for line in netns.splitlines() if line.startswith(prefix)],
-        "links": [line for line in links.splitlines() if prefix in line],
+        "netns": sorted(line.split()[0] for line in netns.splitlines() if line.startswith(prefix)),
+        "links": sorted(line for line in links.splitlines() if prefix in line),
         "mounts": list(existing_netns(prefix)),
     }
 

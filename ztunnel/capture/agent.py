@@ -61,7 +61,23 @@ class NodeAgent:
         self._pods: dict[str, CapturedPod] = {}
         self._conn: NodeAgentConnection | None = None
         self._lock = trio.Lock()  # one writer of ZDS at a time: snapshot replay vs. add/remove
-        self.connected = trio.Event()
+        self._connected = False
+        self._changed = trio.Event()
+
+    @property
+    def connected(self) -> bool:
+        """Whether ztunnel is connected and has acknowledged this connection's snapshot."""
+        return self._connected
+
+    def _set_connected(self, value: bool) -> None:
+        self._connected = value
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_connected(self, value: bool = True) -> None:
+        """Wait until the connection state is ``value`` (connected by default, or lost with False)."""
+        while self._connected != value:
+            await self._changed.wait()
 
     @property
     def pods(self) -> dict[str, CapturedPod]:
@@ -124,7 +140,7 @@ class NodeAgent:
                                 log.warning("zds snapshot add refused", uid=pod.uid, error=str(exc))
                         await conn.snapshot_sent()
                         self._conn = conn
-                    self.connected.set()
+                    self._set_connected(True)
                     log.info("zds snapshot sent", pods=len(self._pods), socket=str(self._socket_path))
                     if not started:
                         started = True
@@ -134,5 +150,6 @@ class NodeAgent:
                     log.warning("zds connection lost", error=str(exc))
                 finally:
                     self._conn = None
-                    self.connected = trio.Event()
+                    if self._connected:
+                        self._set_connected(False)
             await trio.sleep(delay)
