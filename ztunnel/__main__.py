@@ -1,0 +1,63 @@
+"""``python -m ztunnel``: run one node's ztunnel until SIGTERM/SIGINT or ``/quitquitquit``.
+
+Prints the readiness line (:mod:`meshcore.ready`) on stdout once state is synced, certificates are
+loaded and every listener is bound; logs go to stderr as JSON. Exit status: 0 after a drain, 2 for a
+bad command line, 1 when the proxy cannot start (the message says what to fix).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from meshcore.errors import MeshError
+from meshcore.ready import announce_ready
+from meshcore.telemetry.logs import configure_logging, get_logger
+from ztunnel.config import ConfigError, ZtunnelConfig, parse_args
+from ztunnel.drain import Drain
+from ztunnel.proxy import Ztunnel
+
+log = get_logger("ztunnel.main")
+
+
+async def _drain_on_signal(drain: Drain) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            drain.request()
+
+
+async def serve(config: ZtunnelConfig) -> None:
+    ztunnel = Ztunnel(config)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_drain_on_signal, ztunnel.drain)
+        async with trio.open_nursery() as proxy:
+            addresses = await proxy.start(ztunnel.run)
+            announce_ready("ztunnel", addresses, node=config.node)
+        # ztunnel.run returned: its drain is over, so stop watching for signals
+        nursery.cancel_scope.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = parse_args(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        print(f"ztunnel: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level, component="ztunnel")
+    failures: list[MeshError] = []
+    try:
+        trio.run(serve, config)
+    except* MeshError as group:
+        failures.extend(e for e in group.exceptions if isinstance(e, MeshError))
+    for failure in failures:
+        log.error("ztunnel_failed", error=str(failure))
+        print(f"ztunnel: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The certificates of this node's identities and the HBONE TLS contexts built from them.
+
+One credential set per identity with a workload on this node (DESIGN §3): the inbound listener of a
+workload presents its identity's certificate, and outbound tunnels are opened under the source
+workload's identity. Contexts are built once per certificate (loading a chain into ``ssl`` is not
+free) and rebuilt when a new certificate is installed.
+
+Where certificates come from is injected (``load``): files from ``--cert-dir`` now, the CA client of
+:mod:`meshcore.identity` with istiod_lite. ``/config_dump`` shows each one with its state.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from meshcore.errors import MeshError
+from meshcore.identity.certs import WorkloadCertificate, fingerprint
+from meshcore.identity.errors import CertificateUnavailable
+from meshcore.identity.spiffe import Identity
+from meshcore.identity.tls import contexts_for
+
+Loader = Callable[[Identity], WorkloadCertificate]
+
+
+def certificate_state(cert: WorkloadCertificate, wall: float) -> str:
+    """Istio's words for a certificate's state in a config dump."""
+    if wall < cert.not_before.timestamp():
+        return "NotYetValid"
+    if wall >= cert.not_after.timestamp():
+        return "Expired"
+    return "Available"
+
+
+class CertificateStore:
+    def __init__(self, load: Loader) -> None:
+        self._load = load
+        self._certs: dict[Identity, WorkloadCertificate] = {}
+        self._contexts: dict[Identity, tuple[ssl.SSLContext, ssl.SSLContext]] = {}
+        self._errors: dict[Identity, str] = {}
+
+    def ensure(self, identities: Iterable[Identity]) -> dict[Identity, str]:
+        """Load what is missing among ``identities``; returns the ones that failed with why."""
+        for identity in set(identities) - self._certs.keys():
+            try:
+                self.install(self._load(identity))
+            except MeshError as exc:
+                self._errors[identity] = str(exc)
+        return {identity: error for identity, error in self._errors.items() if identity not in self._certs}
+
+    def install(self, cert: WorkloadCertificate) -> None:
+        self._contexts[cert.identity] = contexts_for(cert)
+        self._certs[cert.identity] = cert
+        self._errors.pop(cert.identity, None)
+
+    def has(self, identity: Identity) -> bool:
+        return identity in self._certs
+
+    def server_context(self, identity: Identity) -> ssl.SSLContext:
+        return self._context(identity)[0]
+
+    def client_context(self, identity: Identity) -> ssl.SSLContext:
+        return self._context(identity)[1]
+
+    def _context(self, identity: Identity) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        found = self._contexts.get(identity)
+        if found is None:
+            reason = self._errors.get(identity, "no workload with this identity runs on this node")
+            raise CertificateUnavailable(f"no certificate for {identity}", identity=identity, reason=reason)
+        return found
+
+    def dump(self, wall: float | None = None) -> list[dict[str, Any]]:
+        wall = time.time() if wall is None else wall
+        out: list[dict[str, Any]] = []
+        for identity in sorted(self._certs.keys() | self._errors.keys()):
+            cert = self._certs.get(identity)
+            if cert is None:
+                out.append({"identity": str(identity), "state": "Unavailable", "error": self._errors[identity]})
+                continue
+            out.append({
+                "identity": str(identity),
+                "state": certificate_state(cert, wall),
+                "serial": cert.serial,
+                "not_before": cert.not_before.isoformat(),
+                "not_after": cert.not_after.isoformat(),
+                "expires_in_s": int(cert.not_after.timestamp() - wall),
+                "chain_length": len(cert.chain),
+                "roots": [fingerprint(root) for root in cert.roots],
+            })
+        return out

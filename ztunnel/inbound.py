@@ -1,0 +1,157 @@
+"""Inbound HBONE for one local workload: ``podIP:15008`` → authorization → the app at ``podIP:port``.
+
+The trio shell around :mod:`ztunnel.inbound_decision`. TLS, HTTP/2 and CONNECT validation belong to
+:class:`meshcore.hbone.server.HboneServer`; this module owns the listener (so a drain can stop
+accepting), decides each valid CONNECT, dials the application and copies both ways.
+
+In proxy mode the app sees the connection coming from this ztunnel's node address (we bind the app-side
+socket there), not from the client pod: without ``IP_TRANSPARENT`` in a pod netns the original source
+IP cannot be preserved. Telemetry and the access log still carry the real source (``forwarded``).
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import structlog
+import trio
+
+from meshcore.hbone.connect import ConnectRequest, ConnectStatus, IPAddress
+from meshcore.hbone.copy import CopyStats, copy_bidirectional
+from meshcore.hbone.server import HboneServer, Respond, VerifyPeer
+from meshcore.ready import format_address
+from schemas.discovery import Workload
+from ztunnel.drain import Drain
+from ztunnel.inbound_decision import baggage_for, decide_inbound, source_ip
+from ztunnel.state import ProxyState
+from ztunnel.telemetry import ConnectionFacts, ConnectionTelemetry
+
+log = structlog.get_logger("ztunnel.inbound")
+
+APP_CONNECT_TIMEOUT = 10.0
+
+
+class InboundListener:
+    """Serves HBONE for ``workload`` on ``host:port`` with that workload's certificate."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        *,
+        host: str,
+        port: int,
+        state: ProxyState,
+        telemetry: ConnectionTelemetry,
+        drain: Drain,
+        ssl_context: ssl.SSLContext,
+        verify_client: VerifyPeer,
+        app_bind_address: str | None = None,
+    ) -> None:
+        self.workload = workload
+        self._host = host
+        self._port = port
+        self._state = state
+        self._telemetry = telemetry
+        self._drain = drain
+        self._app_bind_address = app_bind_address
+        self.address: tuple[str, int] | None = None
+        self.server = HboneServer(ssl_context, verify_client, self.handle, serves=self._serves)
+
+    def _serves(self, ip: IPAddress) -> bool:
+        target = self._state.workload_by_ip(str(ip), self.workload.network)
+        return target is not None and target.uid == self.workload.uid
+
+    async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(self._port, host=self._host)
+        sockname = listeners[0].socket.getsockname()
+        self.address = (str(sockname[0]), int(sockname[1]))
+        try:
+            async with trio.open_nursery() as connections:
+                with self._drain.accepting():
+                    task_status.started(self.address)
+                    async with trio.open_nursery() as acceptors:
+                        for listener in listeners:
+                            acceptors.start_soon(self._accept_loop, listener, connections)
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+        finally:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+
+    async def _accept_loop(self, listener: trio.SocketListener, connections: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                log.warning("inbound_accept_failed", listener=self._listen_name(), error=str(exc))
+                await trio.sleep(0.1)
+                continue
+            connections.start_soon(self.server.serve_connection, stream)
+
+    def _listen_name(self) -> str:
+        host, port = self.address or (self._host, self._port)
+        return format_address(host, port)
+
+    async def handle(self, request: ConnectRequest, respond: Respond) -> None:
+        """One valid CONNECT: authorize, dial the app, answer, copy."""
+        target = self._state.workload_by_ip(str(request.target_ip), self.workload.network)
+        policies = self._state.policies_for(target) if target is not None else []
+        verdict = decide_inbound(request, target=target, listener_uid=self.workload.uid, policies=policies)
+        src_ip = source_ip(request)
+        source = self._state.workload_by_ip(src_ip, self.workload.network)
+        if source is not None and source.identity != request.peer_identity:
+            source = None  # the forwarded address is not the peer that proved its identity: don't trust it
+        port = request.forwarded_for[1] if request.forwarded_for is not None else None
+        facts = ConnectionFacts(
+            direction="inbound",
+            src_addr=format_address(src_ip, port) if port else (request.peer_address or src_ip),
+            dst_addr=request.authority,
+            source=source,
+            source_identity=request.peer_identity or None,
+            destination=target,
+            destination_identity=target.identity if target is not None else None,
+            hbone_addr=self._listen_name(),
+            mutual_tls=True,
+        )
+        if not verdict.allowed:
+            tracked = self._telemetry.track(facts, verdict.response_flags)
+            log.info("inbound_rejected", status=int(verdict.status), reason=verdict.reason,
+                     peer=request.peer_address, peer_identity=request.peer_identity, authority=request.authority)
+            await respond(verdict.status)
+            tracked.finish(result=str(int(verdict.status)), error=verdict.reason)
+            return
+        assert target is not None
+        with self._drain.connection():
+            await self._serve_allowed(request, respond, target, facts)
+
+    async def _serve_allowed(
+        self, request: ConnectRequest, respond: Respond, target: Workload, facts: ConnectionFacts
+    ) -> None:
+        app_ip = str(request.target_ip)
+        try:
+            with trio.fail_after(APP_CONNECT_TIMEOUT):
+                app = await trio.open_tcp_stream(app_ip, request.target_port, local_address=self._app_bind_address)
+        except (OSError, trio.TooSlowError) as exc:
+            error = f"connect to the app at {request.authority} failed: {exc or 'timed out'}"
+            tracked = self._telemetry.track(facts, "CONNECT")
+            log.info("inbound_app_connect_failed", authority=request.authority, error=error,
+                     hint="is the application listening on its pod IP and that port?")
+            await respond(ConnectStatus.SERVICE_UNAVAILABLE)
+            tracked.finish(result=str(int(ConnectStatus.SERVICE_UNAVAILABLE)), error=error)
+            return
+        async with app:
+            stream = await respond(ConnectStatus.OK, [("baggage", baggage_for(target))])
+            if stream is None:  # the tunnel went away before we could answer
+                return
+            tracked = self._telemetry.track(facts)
+            stats = CopyStats()
+            try:
+                await copy_bidirectional(stream, app, stats)
+            finally:
+                tracked.finish(
+                    bytes_received=stats.downstream_to_upstream,
+                    bytes_sent=stats.upstream_to_downstream,
+                    result="reset" if stats.reset else "ok",
+                    error=stats.error,
+                )
+

@@ -1,0 +1,284 @@
+"""The ztunnel component: state, certificates, the HBONE pool, per-workload listeners, admin ports.
+
+``Ztunnel.run`` brings a node's proxy up in the order that makes "ready" true when it is said:
+state synced (the local config file), certificates loaded for every local identity, the standard
+ports bound, and for each local HBONE workload an inbound listener on ``podIP:15008`` and an
+explicit-proxy listener on ``podIP:15080``. It then reports the bound addresses through
+``task_status`` and keeps the listeners in step with state: :meth:`Ztunnel.state_changed` (called by
+the local-config watcher now, by the push client later — both feed :class:`ProxyState` first) adds
+listeners for new local workloads and stops those of workloads that left.
+
+Shutdown is a drain (``/quitquitquit`` or SIGTERM): every listener stops accepting, open connections
+get ``drain_seconds`` to finish, then everything still open is cancelled.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from meshcore.admin.ports import ComponentPorts, StandardPorts
+from meshcore.errors import MeshError
+from meshcore.hbone.pool import HbonePool, PoolKey
+from meshcore.hbone.server import VerifyPeer
+from meshcore.identity.spiffe import Identity
+from meshcore.identity.tls import TlsStream, verify_peer_client, verify_peer_server
+from meshcore.ready import format_address
+from meshcore.telemetry.metrics import Registry
+from schemas.discovery import TunnelProtocol, Workload
+from ztunnel.cert_dir import load_cert_dir
+from ztunnel.certificates import CertificateStore
+from ztunnel.config import ZtunnelConfig
+from ztunnel.drain import Drain
+from ztunnel.explicit_proxy import ExplicitProxyListener
+from ztunnel.inbound import InboundListener
+from ztunnel.local_config import load_local_config
+from ztunnel.outbound import Outbound
+from ztunnel.state import ProxyState
+from ztunnel.telemetry import ConnectionTelemetry
+
+log = structlog.get_logger("ztunnel.proxy")
+
+LOCAL_CONFIG_POLL = 1.0
+
+
+class StateSourceUnavailable(MeshError):
+    hint = "run with --local-config FILE --cert-dir DIR until the istiod_lite push client is wired into ztunnel"
+
+
+@attrs.frozen
+class ListenerKey:
+    """What a workload's listeners depend on: change any of it and they are restarted."""
+
+    uid: str
+    address: str
+    identity: str
+
+
+@attrs.define
+class _Running:
+    key: ListenerKey
+    scope: trio.CancelScope
+    hbone: str = ""
+    explicit_proxy: str = ""
+
+
+def desired_listeners(workloads: list[Workload]) -> dict[str, ListenerKey]:
+    """Pure: the listener sets local ``workloads`` call for (HBONE workloads with an address)."""
+    return {
+        w.uid: ListenerKey(uid=w.uid, address=w.addresses[0], identity=w.identity)
+        for w in workloads
+        if w.tunnel_protocol is TunnelProtocol.HBONE and w.addresses
+    }
+
+
+class Ztunnel:
+    def __init__(self, config: ZtunnelConfig, *, state: ProxyState | None = None) -> None:
+        self.config = config
+        self.state = state if state is not None else ProxyState()
+        self.registry = Registry()
+        self.telemetry = ConnectionTelemetry(self.registry)
+        self.drain = Drain()
+        self.certificates = CertificateStore(self._load_certificate)
+        self.pool = HbonePool(self._tls_for)
+        self.outbound = Outbound(state=self.state, pool=self.pool, telemetry=self.telemetry, drain=self.drain)
+        self.ports = ComponentPorts(
+            registry=self.registry,
+            ready=self.readiness,
+            config_dump=self.config_dump,
+            on_quit=self.drain.request,
+            host=config.node_address,
+            admin_host=config.node_address,
+            ports=StandardPorts(config.admin_port, config.metrics_port, config.ready_port),
+        )
+        self._running: dict[str, _Running] = {}
+        self._listener_errors: dict[str, str] = {}
+        self._nursery: trio.Nursery | None = None
+        self._config_stamp: tuple[int, int] | None = None
+
+    # ---------------------------------------------------------------------------- credentials
+
+    def _load_certificate(self, identity: Identity) -> Any:
+        if self.config.cert_dir is None:
+            raise StateSourceUnavailable("certificates from istiod_lite are not available in this build")
+        return load_cert_dir(self.config.cert_dir, [identity])[identity]
+
+    def _tls_for(self, key: PoolKey) -> tuple[Any, VerifyPeer]:
+        context = self.certificates.client_context(Identity.parse(key.source_identity))
+        expected = key.destination_identities
+
+        def verify(stream: TlsStream) -> str:
+            return verify_peer_server(stream, expected).uri
+
+        return context, verify
+
+    def _verify_client(self, identity: Identity) -> VerifyPeer:
+        def verify(stream: TlsStream) -> str:
+            return verify_peer_client(stream, identity.trust_domain).uri
+
+        return verify
+
+    # ---------------------------------------------------------------------------------- state
+
+    def load_local_config(self) -> bool:
+        """(Re)read ``--local-config`` if it changed; True when state was replaced."""
+        path = self.config.local_config
+        assert path is not None
+        stat = os.stat(path)
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._config_stamp:
+            return False
+        loaded = load_local_config(path)
+        self.state.replace_all(workloads=loaded.workloads, services=loaded.services, policies=loaded.policies)
+        self._config_stamp = stamp
+        for warning in loaded.warnings:
+            log.warning("local_config_warning", path=str(path), warning=warning)
+        log.info("state_loaded", source=str(path), generation=self.state.generation,
+                 workloads=len(loaded.workloads), services=len(loaded.services), policies=len(loaded.policies))
+        return True
+
+    async def _watch_local_config(self) -> None:
+        while True:
+            await trio.sleep(LOCAL_CONFIG_POLL)
+            try:
+                changed = self.load_local_config()
+            except (MeshError, OSError) as exc:  # keep the last good state, as a NACK would
+                log.error("local_config_rejected", error=str(exc))
+                continue
+            if changed:
+                await self.state_changed()
+
+    def local_workloads(self) -> list[Workload]:
+        return self.state.local_workloads(self.config.node)
+
+    async def state_changed(self) -> None:
+        """Bring certificates and listeners in line with state (idempotent)."""
+        assert self._nursery is not None
+        desired = desired_listeners(self.local_workloads())
+        problems = self.certificates.ensure(Identity.parse(key.identity) for key in desired.values())
+        for problem in problems.values():
+            log.error("certificate_unavailable", error=problem)
+        for uid, running in list(self._running.items()):
+            if desired.get(uid) != running.key:
+                running.scope.cancel()
+                del self._running[uid]
+                log.info("listeners_stopped", workload=uid)
+        for uid, key in desired.items():
+            if uid in self._running or not self.certificates.has(Identity.parse(key.identity)):
+                continue
+            workload = self.state.workload(uid)
+            assert workload is not None
+            try:
+                self._running[uid] = await self._nursery.start(self._serve_workload, workload, key)
+                self._listener_errors.pop(uid, None)
+            except* OSError as group:
+                error = group.exceptions[0]
+                self._listener_errors[uid] = f"cannot listen on {key.address}: {error}"
+                log.error("listener_failed", workload=uid, error=self._listener_errors[uid],
+                          hint="in proxy mode every pod IP must be a loopback address (127.0.0.0/8)")
+
+    async def _serve_workload(
+        self, workload: Workload, key: ListenerKey, *, task_status: trio.TaskStatus[_Running]
+    ) -> None:
+        identity = Identity.parse(key.identity)
+        inbound = InboundListener(
+            workload,
+            host=key.address,
+            port=self.config.hbone_port,
+            state=self.state,
+            telemetry=self.telemetry,
+            drain=self.drain,
+            ssl_context=self.certificates.server_context(identity),
+            verify_client=self._verify_client(identity),
+            app_bind_address=self.config.node_address,
+        )
+        explicit = ExplicitProxyListener(
+            workload, host=key.address, port=self.config.explicit_proxy_port, outbound=self.outbound, drain=self.drain
+        )
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                hbone = await nursery.start(inbound.run)
+                proxy = await nursery.start(explicit.run)
+                running = _Running(key=key, scope=scope, hbone=format_address(*hbone),
+                                   explicit_proxy=format_address(*proxy))
+                log.info("listeners_started", workload=workload.uid, hbone=running.hbone,
+                         explicit_proxy=running.explicit_proxy)
+                task_status.started(running)
+
+    # ------------------------------------------------------------------------------------ run
+
+    async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
+        if self.config.local_config is None:
+            raise StateSourceUnavailable("ztunnel cannot follow istiod_lite yet: its push client is not wired in")
+        self.load_local_config()
+        async with trio.open_nursery() as root:
+            self._nursery = root
+            await root.start(self.pool.run)
+            await self.state_changed()
+            missing = self.certificates.ensure([])
+            if missing or self._listener_errors:
+                raise StateSourceUnavailable(
+                    "ztunnel cannot start: " + "; ".join([*missing.values(), *self._listener_errors.values()]))
+            ports = await root.start(self.ports.run)
+            root.start_soon(self._watch_local_config)
+            task_status.started(self.addresses(ports))
+            await self.drain.wait_requested()
+            log.info("drain_started", open_connections=self.drain.active, deadline_s=self.config.drain_seconds)
+            with trio.move_on_after(self.config.drain_seconds):
+                await self.drain.wait_idle()
+            log.info("drain_finished", cancelled_connections=self.drain.active)
+            self.ports.close(0)
+            root.cancel_scope.cancel()
+
+    def addresses(self, ports: dict[str, str]) -> dict[str, str]:
+        """The ready line's addresses: admin ports plus ``hbone:<ns>/<name>`` and ``proxy:<ns>/<name>``."""
+        out = {"admin": ports["admin"], "metrics": ports["metrics"], "ready": ports["readiness"]}
+        for uid in sorted(self._running):
+            workload = self.state.workload(uid)
+            name = uid if workload is None else f"{workload.namespace}/{workload.name}"
+            out[f"hbone:{name}"] = self._running[uid].hbone
+            out[f"proxy:{name}"] = self._running[uid].explicit_proxy
+        return out
+
+    # ---------------------------------------------------------------------------------- admin
+
+    def readiness(self) -> str | None:
+        if self.drain.requested:
+            return "draining"
+        if not self.state.generation:
+            return "waiting for the first state sync"
+        missing = self.certificates.ensure([])
+        if missing:
+            return f"certificates missing for {', '.join(sorted(str(i) for i in missing))}"
+        desired = desired_listeners(self.local_workloads())
+        pending = sorted(desired.keys() - self._running.keys())
+        if pending:
+            return f"listeners not running for {', '.join(pending)}"
+        return None
+
+    def config_dump(self) -> dict[str, Any]:
+        snapshot = self.state.snapshot()
+        pool = self.pool.statistics()
+        return {
+            "node": self.config.node,
+            "node_address": self.config.node_address,
+            "generation": snapshot["generation"],
+            "synced": snapshot["synced"],
+            "workloads": snapshot["workloads"],
+            "services": snapshot["services"],
+            "policies": snapshot["policies"],
+            "certificates": self.certificates.dump(time.time()),
+            "listeners": [
+                {"workload": uid, "hbone": r.hbone, "explicit_proxy": r.explicit_proxy}
+                for uid, r in sorted(self._running.items())
+            ],
+            "listener_errors": self._listener_errors,
+            "pool": {"connections": pool.connections, "streams": pool.streams, "dials": pool.dials},
+            "draining": self.drain.requested,
+            "open_connections": self.drain.active,
+        }
