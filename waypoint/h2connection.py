@@ -1,0 +1,564 @@
+"""The trio driver shared by the waypoint's HTTP/2 server and client (the app protocol *inside* a tunnel).
+
+One :class:`H2Engine` owns one ``h2`` connection and its byte stream. Its tasks live in the nursery of
+:meth:`H2Engine.run`:
+
+* the **reader** feeds bytes to h2 and routes events to :class:`H2Stream` buffers; it never writes to
+  the socket, so two peers both sending bulk data cannot deadlock each other;
+* the **writer** is the only task that calls ``send_all`` (``trio.SSLStream`` forbids concurrent sends,
+  and an HBONE tunnel stream is no different); every other task appends h2's output with :meth:`kick`;
+* subclasses add their own tasks (one per request stream on the server, one body sender per request on
+  the client) through :meth:`H2Engine.start_soon`, so nothing outlives the connection.
+
+Received DATA is acknowledged to the peer only when the consumer takes it from :meth:`H2Stream.read_chunk`:
+a slow upstream therefore slows the downstream sender instead of growing a buffer in the waypoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import hpack.exceptions
+import hyperframe.frame
+import structlog
+import trio
+
+from meshcore.errors import MeshError
+from waypoint.messages import HOP_BY_HOP, Headers
+
+log = structlog.get_logger("waypoint.http2")
+
+STREAM_WINDOW = 1024 * 1024
+CONNECTION_WINDOW = 16 * 1024 * 1024
+MAX_FRAME_SIZE = 1024 * 1024
+MAX_CONCURRENT_STREAMS = 100
+MAX_HEADER_LIST_SIZE = 64 * 1024
+RECEIVE_SIZE = 256 * 1024
+WRITE_HIGH_WATER = 1024 * 1024
+"""Senders park while this much output waits for the socket: bounds memory per connection."""
+
+_DEFAULT_WINDOW = 65535
+_GOAWAY_FRAME_LEN = 9 + 8
+
+
+def _cheap_data_repr(self: hyperframe.frame.DataFrame) -> str:
+    return f"<{len(self.data)} bytes>"
+
+
+def quiet_data_frame_repr() -> None:
+    """Make h2's per-frame trace ``repr`` of DATA cheap (DESIGN §7).
+
+    h2 formats ``repr(frame)`` for every received frame even with logging off, and a DataFrame's repr
+    hex-encodes the payload (~30 % of a proxy's CPU). Only debug logging reads it, so describe DATA by
+    length. Idempotent; ``meshcore.hbone`` applies the same replacement for the outer connection.
+    """
+    hyperframe.frame.DataFrame._body_repr = _cheap_data_repr  # type: ignore[method-assign,assignment]
+
+
+quiet_data_frame_repr()
+
+
+# -- errors -------------------------------------------------------------------------------------------
+
+
+class Http2Error(MeshError):
+    """Base of the waypoint's HTTP/2 errors."""
+
+
+class DownstreamReset(Http2Error):
+    response_flag = "DR"
+    hint = "the client reset stream {stream_id} ({code}); it gave up or was cancelled"
+
+
+class DownstreamConnectionLost(Http2Error):
+    response_flag = "DC"
+    hint = "the client's HTTP/2 connection ended ({reason})"
+
+
+class UpstreamReset(Http2Error):
+    response_flag = "UR"
+    hint = "the upstream reset stream {stream_id} ({code}); check the upstream's logs"
+
+
+class UpstreamRefused(UpstreamReset):
+    """The upstream never processed the stream (GOAWAY below its id, REFUSED_STREAM): safe to retry."""
+
+    hint = "the upstream refused stream {stream_id} ({code}) without processing it; retry on a new connection"
+
+
+class UpstreamConnectionLost(Http2Error):
+    response_flag = "UC"
+    hint = "the upstream HTTP/2 connection ended ({reason}); is the upstream restarting or overloaded?"
+
+
+class UpstreamProtocolError(Http2Error):
+    response_flag = "UPE"
+    hint = "the upstream sent invalid HTTP/2 ({reason}); is it really speaking h2c on that port?"
+
+
+def error_name(code: int) -> str:
+    try:
+        return h2.errors.ErrorCodes(code).name
+    except ValueError:
+        return f"error {code}"
+
+
+# -- header helpers -------------------------------------------------------------------------------------
+
+
+def h2_safe_headers(headers: Headers, *, keep_te_trailers: bool) -> Headers:
+    """Lower-cased headers without connection-specific fields, which HTTP/2 forbids (RFC 9113 §8.2.2).
+
+    ``te: trailers`` is the one exception a request may carry (gRPC servers require it).
+    """
+    result: Headers = []
+    named = {
+        token.strip().lower()
+        for key, value in headers
+        if key.lower() == b"connection"
+        for token in value.split(b",")
+        if token.strip()
+    }
+    for key, value in headers:
+        name = key.lower()
+        if name.startswith(b":") or name == b"host":
+            continue
+        if name == b"te":
+            if keep_te_trailers and value.strip().lower() == b"trailers":
+                result.append((b"te", b"trailers"))
+            continue
+        if name in HOP_BY_HOP or name in named:
+            continue
+        result.append((name, value))
+    return result
+
+
+def split_pseudo(headers: list[tuple[bytes, bytes]]) -> tuple[dict[bytes, bytes], Headers]:
+    """Pseudo-headers as a dict and the regular fields in order (h2 has already validated the block)."""
+    pseudo: dict[bytes, bytes] = {}
+    regular: Headers = []
+    for key, value in headers:
+        if key.startswith(b":"):
+            pseudo.setdefault(key, value)
+        else:
+            regular.append((key, value))
+    return pseudo, regular
+
+
+def goaway_with_code(data: bytes, code: int) -> bytes:
+    """Rewrite the error code of the GOAWAY h2 queued as the last frame of ``data``.
+
+    h2 answers an undecodable HPACK block with PROTOCOL_ERROR; RFC 9113 §4.3 asks for
+    COMPRESSION_ERROR. h2 serialises its GOAWAY without debug data, i.e. as the final 17 bytes, type 7.
+    Anything else is returned unchanged.
+    """
+    if len(data) < _GOAWAY_FRAME_LEN:
+        return data
+    frame = data[-_GOAWAY_FRAME_LEN:]
+    if frame[3] != 0x07 or frame[:3] != b"\x00\x00\x08":
+        return data
+    return data[:-4] + code.to_bytes(4, "big")
+
+
+def keep_streams_after_goaway(conn: h2.connection.H2Connection) -> None:
+    """Let streams below a peer's GOAWAY finish, as RFC 9113 §6.8 intends.
+
+    h2's connection state machine closes on *any* received GOAWAY, after which it refuses to send or
+    receive anything, so a graceful NO_ERROR GOAWAY would kill the requests in flight. This instance
+    keeps its open state instead; refusing new streams (and failing on an error GOAWAY) is the
+    engine's job.
+    """
+    machine = conn.state_machine
+    table = dict(machine._transitions)
+    states = h2.connection.ConnectionState
+    goaway = h2.connection.ConnectionInputs.RECV_GOAWAY
+    for state in (states.IDLE, states.CLIENT_OPEN, states.SERVER_OPEN):
+        table[(state, goaway)] = (None, state)
+    machine._transitions = table
+
+
+def graceful_goaway(last_stream_id: int) -> bytes:
+    """A serialised GOAWAY(NO_ERROR) sent around h2, whose own would close the connection at once."""
+    frame = hyperframe.frame.GoAwayFrame(0)
+    frame.last_stream_id = last_stream_id
+    frame.error_code = h2.errors.ErrorCodes.NO_ERROR
+    return bytes(frame.serialize())
+
+
+def _is_hpack_failure(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, hpack.exceptions.HPACKError) and not isinstance(
+        cause, hpack.exceptions.OversizedHeaderListError
+    )
+
+
+# -- streams --------------------------------------------------------------------------------------------
+
+
+class H2Stream:
+    """Receive side of one HTTP/2 stream: DATA buffered as it arrives, acknowledged as it is consumed."""
+
+    def __init__(self, engine: H2Engine, stream_id: int) -> None:
+        self.engine = engine
+        self.stream_id = stream_id
+        self._chunks: deque[tuple[bytes, int]] = deque()
+        self._unacked = 0
+        self._wakeup = trio.Event()
+        self.ended = False
+        self.trailers: Headers = []
+        self.reset_code: int | None = None
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        self.headers_arrived = trio.Event()
+        self.cancel_scope: trio.CancelScope | None = None
+        self.error: Exception | None = None
+
+    @property
+    def drained(self) -> bool:
+        """Ended cleanly with nothing left to read (a request without a body)."""
+        return self.ended and not self._chunks and self.reset_code is None
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def on_data(self, data: bytes, flow_length: int) -> None:
+        self._chunks.append((data, flow_length))
+        self._unacked += flow_length
+        self._wake()
+
+    def on_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        self.trailers = [(k, v) for k, v in trailers if not k.startswith(b":")]
+
+    def on_end(self) -> None:
+        self.ended = True
+        self._wake()
+
+    def on_reset(self, code: int) -> None:
+        if self.reset_code is None:
+            self.reset_code = code
+        self._wake()
+        self.headers_arrived.set()
+
+    def fail(self, error: Exception) -> None:
+        """Our own side broke the stream (e.g. the request body could not be read): report ``error``."""
+        if self.error is None:
+            self.error = error
+        self._wake()
+        self.headers_arrived.set()
+
+    def on_connection_lost(self) -> None:
+        self._wake()
+        self.headers_arrived.set()
+
+    def release(self) -> None:
+        """Return unread DATA's share of the connection window (the consumer will not read it)."""
+        self._chunks.clear()
+        if self._unacked:
+            self.engine.acknowledge(self.stream_id, self._unacked)
+            self._unacked = 0
+
+    async def read_chunk(self) -> bytes:
+        """Next DATA payload; ``b""`` at end of stream. Raises if the stream or connection broke."""
+        while True:
+            if self._chunks:
+                data, flow_length = self._chunks.popleft()
+                if flow_length:
+                    self._unacked -= flow_length
+                    self.engine.acknowledge(self.stream_id, flow_length)
+                if data:
+                    return data
+                continue
+            if self.error is not None:
+                raise self.error
+            if self.reset_code is not None:
+                raise self.engine.stream_error(self.stream_id, self.reset_code)
+            if self.ended:
+                return b""
+            failure = self.engine.failure
+            if failure is not None:
+                raise failure
+            self._wakeup = trio.Event()
+            await self._wakeup.wait()
+
+
+# -- the connection driver ------------------------------------------------------------------------------
+
+
+class H2Engine:
+    """One HTTP/2 connection over a trio stream; subclassed by the server and the client."""
+
+    client_side = False
+
+    def __init__(self, transport: trio.abc.Stream, *, peer: str = "") -> None:
+        self.transport = transport
+        self.peer = peer
+        config = h2.config.H2Configuration(client_side=self.client_side, header_encoding=None)
+        self.h2 = h2.connection.H2Connection(config=config)
+        settings: dict[h2.settings.SettingCodes, int] = {
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+        }
+        if not self.client_side:
+            settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = MAX_CONCURRENT_STREAMS
+        self.h2.local_settings = h2.settings.Settings(client=self.client_side, initial_values=settings)
+        self.h2.max_inbound_frame_size = MAX_FRAME_SIZE
+        self.h2.decoder.max_header_list_size = MAX_HEADER_LIST_SIZE
+        keep_streams_after_goaway(self.h2)
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
+        self.streams: dict[int, H2Stream] = {}
+        self.failure: Http2Error | None = None
+        self.goaway_received = False
+        self.protocol_error: int | None = None
+        self._window_lot = trio.lowlevel.ParkingLot()
+        self._writable_lot = trio.lowlevel.ParkingLot()
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._write_wanted = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.kick()
+
+    # -- hooks for the subclasses --
+
+    def stream_error(self, stream_id: int, code: int) -> Http2Error:
+        raise NotImplementedError
+
+    def connection_error(self, reason: str) -> Http2Error:
+        raise NotImplementedError
+
+    def on_headers(self, event: h2.events.RequestReceived | h2.events.ResponseReceived) -> None:
+        raise NotImplementedError
+
+    def on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        self.goaway_received = True
+
+    # -- output --
+
+    def send_raw(self, data: bytes) -> None:
+        """Queue bytes built outside h2 (a graceful GOAWAY) behind h2's pending output."""
+        self.kick()
+        self._outbox.append(data)
+        self._outbox_bytes += len(data)
+        self._write_wanted.set()
+
+    def kick(self) -> None:
+        """Move h2's pending output to the writer (never blocks)."""
+        data = self.h2.data_to_send()
+        if data:
+            self._outbox.append(data)
+            self._outbox_bytes += len(data)
+            self._write_wanted.set()
+
+    def acknowledge(self, stream_id: int, length: int) -> None:
+        if self.failure is None:
+            self.h2.acknowledge_received_data(length, stream_id)
+            self.kick()
+
+    def reset(self, stream_id: int, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
+        """RST_STREAM ``stream_id`` unless it is already closed; its receive buffer is released.
+
+        Whoever still waits on the stream is woken with the reset, and the task working on it (its
+        ``cancel_scope``) is cancelled.
+        """
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.on_reset(code)
+            stream.release()
+            if stream.cancel_scope is not None:
+                stream.cancel_scope.cancel()
+        if self.failure is None:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.reset_stream(stream_id, code)
+            self.kick()
+
+    def _raise_if_failed(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    async def send_headers(self, stream_id: int, headers: Headers, *, end_stream: bool = False) -> None:
+        self._raise_if_failed()
+        await self._wait_writable()
+        try:
+            self.h2.send_headers(stream_id, headers, end_stream=end_stream)
+        except h2.exceptions.StreamClosedError as exc:
+            raise self.stream_error(stream_id, self._reset_code_of(stream_id)) from exc
+        self.kick()
+
+    async def send_data(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> None:
+        """Send ``data`` within the peer's flow-control windows, one frame per window-sized slice."""
+        offset = 0
+        total = len(data)
+        while offset < total:
+            self._raise_if_failed()
+            await self._wait_writable()
+            try:
+                window = self.h2.local_flow_control_window(stream_id)
+            except h2.exceptions.StreamClosedError as exc:
+                raise self.stream_error(stream_id, self._reset_code_of(stream_id)) from exc
+            if window <= 0:
+                await self._window_lot.park()
+                continue
+            size = min(window, self.h2.max_outbound_frame_size, total - offset)
+            last = offset + size >= total
+            self.h2.send_data(stream_id, data[offset : offset + size], end_stream=end_stream and last)
+            offset += size
+            self.kick()
+        if total == 0 and end_stream:
+            await self.end_stream(stream_id)
+
+    async def end_stream(self, stream_id: int) -> None:
+        self._raise_if_failed()
+        try:
+            self.h2.end_stream(stream_id)
+        except h2.exceptions.StreamClosedError as exc:
+            raise self.stream_error(stream_id, self._reset_code_of(stream_id)) from exc
+        self.kick()
+        await trio.lowlevel.checkpoint()
+
+    def _reset_code_of(self, stream_id: int) -> int:
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.reset_code is not None:
+            return stream.reset_code
+        return h2.errors.ErrorCodes.STREAM_CLOSED
+
+    async def _wait_writable(self) -> None:
+        if self._outbox_bytes > WRITE_HIGH_WATER and self.failure is None:
+            await self._writable_lot.park()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._write_wanted.wait()
+            self._write_wanted = trio.Event()
+            chunks, self._outbox = self._outbox, []
+            self._outbox_bytes = 0
+            if chunks:
+                await self.transport.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            self._writable_lot.unpark_all()
+
+    # -- lifecycle --
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        if self._nursery is None:
+            raise RuntimeError("the HTTP/2 connection is not running")
+        self._nursery.start_soon(fn, *args)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Drive the connection until it ends; the transport is closed on the way out."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._writer_guarded)
+                task_status.started()
+        finally:
+            self._nursery = None
+            self.fail("closed")
+            await self._final_flush()
+            await trio.aclose_forcefully(self.transport)
+
+    def cancel(self) -> None:
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def fail(self, reason: str) -> None:
+        """The connection is over: wake every waiter with the error and stop the tasks."""
+        if self.failure is None:
+            self.failure = self.connection_error(reason)
+        for stream in list(self.streams.values()):
+            stream.on_connection_lost()
+        self._window_lot.unpark_all()
+        self._writable_lot.unpark_all()
+        self.cancel()
+
+    async def _final_flush(self) -> None:
+        """Best effort to get a GOAWAY or RST_STREAM out before the socket closes."""
+        self.kick()
+        if not self._outbox:
+            return
+        data, self._outbox = b"".join(self._outbox), []
+        with trio.move_on_after(1.0) as scope:
+            scope.shield = True
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                await self.transport.send_all(data)
+
+    async def _writer_guarded(self) -> None:
+        try:
+            await self._writer()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.fail(f"write failed: {exc!r}")
+
+    async def _reader(self) -> None:
+        try:
+            while True:
+                data = await self.transport.receive_some(RECEIVE_SIZE)
+                if not data:
+                    self.on_eof()
+                    return
+                if not self._receive(bytes(data)):
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.fail(f"read failed: {exc.__cause__ or exc!r}")
+
+    def on_eof(self) -> None:
+        self.fail("peer closed the connection")
+
+    def _receive(self, data: bytes) -> bool:
+        """Feed bytes to h2; False once a connection error ended the connection (GOAWAY queued)."""
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            code = int(getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR))
+            pending = self.h2.data_to_send()
+            if _is_hpack_failure(exc):
+                code = h2.errors.ErrorCodes.COMPRESSION_ERROR
+                pending = goaway_with_code(pending, code)
+            if pending:
+                self._outbox.append(pending)
+            self.protocol_error = code
+            log.info("http2_protocol_error", peer=self.peer, code=error_name(code), error=str(exc))
+            self.fail(f"HTTP/2 protocol error {error_name(code)}: {exc}")
+            return False
+        for event in events:
+            self._dispatch(event)
+        self.kick()
+        return True
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is None:
+                if event.flow_controlled_length:
+                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            else:
+                stream.on_data(event.data, event.flow_controlled_length)
+        elif isinstance(event, h2.events.RequestReceived | h2.events.ResponseReceived):
+            self.on_headers(event)
+        elif isinstance(event, h2.events.TrailersReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.on_trailers(list(event.headers or []))
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.on_end()
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.on_reset(int(event.error_code))
+                if stream.cancel_scope is not None:
+                    stream.cancel_scope.cancel()
+            self._window_lot.unpark_all()
+        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            self._window_lot.unpark_all()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.on_goaway(event)
