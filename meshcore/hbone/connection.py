@@ -59,6 +59,32 @@ def _cheap_data_repr(self: hyperframe.frame.DataFrame) -> str:
 # repr but debug logging, so describe DATA by length instead.
 hyperframe.frame.DataFrame._body_repr = _cheap_data_repr  # type: ignore[method-assign,assignment]
 
+
+class _DrainableH2Connection(h2.connection.H2Connection):
+    """h2 treats any GOAWAY, sent or received, as the end of the connection: its state machine goes
+    to CLOSED and refuses even DATA for streams already open. HTTP/2 (RFC 9113 §6.8) and every peer
+    we meet (Envoy, ztunnel) mean a NO_ERROR GOAWAY as "no *new* streams": the ones in flight finish.
+    So after a NO_ERROR GOAWAY the state machine is put back to OPEN, and this class refuses new
+    streams itself (``HboneConnection.usable``). Done here, in the frame handler, so frames that
+    follow the GOAWAY in the same read are still accepted.
+    """
+
+    def _receive_goaway_frame(
+        self, frame: hyperframe.frame.GoAwayFrame
+    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
+        before = self.state_machine.state
+        frames, events = super()._receive_goaway_frame(frame)
+        if frame.error_code == h2.errors.ErrorCodes.NO_ERROR:
+            self.state_machine.state = before
+        return frames, events
+
+    def send_goaway_keep_open(self) -> None:
+        """Our own NO_ERROR GOAWAY, after which open streams keep flowing."""
+        before = self.state_machine.state
+        self.close_connection(h2.errors.ErrorCodes.NO_ERROR)
+        self.state_machine.state = before
+
+
 RequestCallback = Callable[[HboneStream, list[tuple[bytes, bytes]]], None]
 
 
@@ -93,7 +119,7 @@ class HboneConnection:
         self.client_side = client_side
         self.peer = peer
         self._on_request = on_request
-        self.h2 = h2.connection.H2Connection(config=_config(client_side))
+        self.h2 = _DrainableH2Connection(config=_config(client_side))
         settings: dict[h2.settings.SettingCodes, int] = {
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
@@ -155,7 +181,7 @@ class HboneConnection:
 
     def forget(self, stream_id: int) -> None:
         self.streams.pop(stream_id, None)
-        if self._closing and not self.streams:
+        if (self._closing or self._goaway_received) and not self.streams:
             self._fail("drained")
 
     async def _writer(self) -> None:
@@ -223,7 +249,7 @@ class HboneConnection:
             return
         self._closing = True
         with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.h2.close_connection(h2.errors.ErrorCodes.NO_ERROR)
+            self.h2.send_goaway_keep_open()  # streams already accepted may finish
         self.kick()
         if not self.streams:
             self._fail("drained")

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-import h2.connection
 import h2.errors
 import h2.exceptions
 import trio
+from h2.connection import H2Connection
 
 from meshcore.hbone.errors import ConnectionLost, StreamReset
 
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 class StreamHost(Protocol):
     """What a stream needs from the connection that carries it (see :mod:`meshcore.hbone.connection`)."""
 
-    h2: h2.connection.H2Connection
+    @property
+    def h2(self) -> H2Connection: ...
+
     peer: str
     window_lot: trio.lowlevel.ParkingLot
 

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import attrs
+import h2.errors
 import structlog
 import trio
 
@@ -34,6 +35,7 @@ from meshcore.hbone.errors import (
     ConnectTimeout,
     HandshakeFailed,
     HboneError,
+    StreamReset,
     rejected,
 )
 from meshcore.hbone.h2stream import HboneStream
@@ -72,10 +74,11 @@ class _Pooled:
     connection: HboneConnection
     peer_identity: str
     active: int = 0
+    refused: bool = False  # the server refused a stream: it is draining, use another connection
     idle_scope: trio.CancelScope = attrs.field(factory=lambda: trio.CancelScope(deadline=math.inf))
 
     def has_room(self, cap: int) -> bool:
-        if not self.connection.usable or self.idle_scope.cancel_called:
+        if self.refused or not self.connection.usable or self.idle_scope.cancel_called:
             return False
         return self.active < min(cap, self.connection.remote_max_streams())
 
@@ -144,24 +147,37 @@ class HbonePool:
         exit (RST if the tunnel did not finish both ways).
         """
         request = build_connect_headers(authority, extra=headers, **connect_headers)  # type: ignore[arg-type]
-        entry = await self._checkout(key)
+        entry, stream = await self._open_stream(key, request)
         try:
-            stream = await entry.connection.open_stream(request)
             try:
                 response = stream.response
                 assert response is not None
                 if response.status != 200:
-                    raise rejected(
-                        response.status,
-                        peer=key.address,
-                        authority=authority,
-                        meaning=STATUS_MEANING.get(response.status, "unexpected status"),
-                    )
+                    meaning = STATUS_MEANING.get(response.status, "unexpected status")
+                    raise rejected(response.status, peer=key.address, authority=authority, meaning=meaning)
                 yield response, stream
             finally:
                 await stream.aclose()
         finally:
             self._checkin(entry)
+
+    async def _open_stream(self, key: PoolKey, request: list[tuple[str, str]]) -> tuple[_Pooled, HboneStream]:
+        """Open on a pooled connection; a REFUSED_STREAM (the server is draining and did nothing with
+        the request) is retried once on another connection."""
+        for attempt in range(2):
+            entry = await self._checkout(key)
+            try:
+                return entry, await entry.connection.open_stream(request)
+            except StreamReset as exc:
+                self._checkin(entry)
+                if attempt == 0 and exc.error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
+                    entry.refused = True
+                    continue
+                raise
+            except BaseException:
+                self._checkin(entry)
+                raise
+        raise AssertionError("unreachable")
 
     # -- checkout/checkin: synchronous decisions between awaits, so no locks are needed --
 

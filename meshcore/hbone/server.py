@@ -94,6 +94,12 @@ class HboneServer:
         self._handler = handler
         self._serves = serves
         self.stats = ServerStatistics()
+        self._connections: set[HboneConnection] = set()
+
+    def drain(self) -> None:
+        """GOAWAY every connection: no new tunnels, open ones finish (component shutdown)."""
+        for connection in list(self._connections):
+            connection.drain()
 
     async def run(
         self,
@@ -132,7 +138,11 @@ class HboneServer:
                 streams.start_soon(self._serve_stream, stream, headers, identity, peer)
 
             connection = HboneConnection(ssl_stream, client_side=False, peer=peer, on_request=on_request)
-            await connection.run()
+            self._connections.add(connection)
+            try:
+                await connection.run()
+            finally:
+                self._connections.discard(connection)
             # The connection is gone: handlers still copying see ConnectionLost; do not wait on them.
             streams.cancel_scope.cancel()
 

@@ -12,6 +12,8 @@ import trio
 import trio.testing
 
 from meshcore.hbone import ConnectRequest, HbonePool, HboneServer, PoolKey, Respond, copy_bidirectional
+from meshcore.hbone.connection import HboneConnection
+from meshcore.hbone.h2stream import HboneStream
 from meshcore.hbone.server import VerifyPeer
 from tests.unit.meshcore.hbone.pki import Pki, verify_any_in_domain, verify_one_of
 
@@ -180,3 +182,36 @@ async def memory_mesh(
         await nursery.start(pool.run)
         yield MemoryMesh(pki, server, pool, dials, PoolKey(client_id, (server_id,), "10.0.0.5", 15008))
         nursery.cancel_scope.cancel()
+
+
+@attrs.define
+class ConnectionPair:
+    client: HboneConnection
+    server: HboneConnection
+    accepted: trio.MemoryReceiveChannel[HboneStream]
+
+
+@asynccontextmanager
+async def connection_pair() -> AsyncIterator[ConnectionPair]:
+    """A client and a server HboneConnection joined by memory streams (no TLS, no validation):
+    every stream the client opens is answered 200 and handed to the test through ``accepted``."""
+    send, receive = trio.open_memory_channel[HboneStream](1000)
+    client_end, server_end = trio.testing.memory_stream_pair()
+
+    def on_request(stream: HboneStream, headers: list[tuple[bytes, bytes]]) -> None:
+        stream.send_response([(":status", "200")], final=False)
+        send.send_nowait(stream)
+
+    client = HboneConnection(client_end, client_side=True, peer="server")
+    server = HboneConnection(server_end, client_side=False, peer="client", on_request=on_request)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        await nursery.start(server.run)
+        yield ConnectionPair(client, server, receive)
+        nursery.cancel_scope.cancel()
+
+
+async def open_pair(pair: ConnectionPair) -> tuple[HboneStream, HboneStream]:
+    """A tunnel: (client-side stream, server-side stream)."""
+    client_stream = await pair.client.open_stream([(":method", "CONNECT"), (":authority", "10.0.0.5:80")])
+    return client_stream, await pair.accepted.receive()

@@ -1,0 +1,174 @@
+"""The HTTP/2 driver and tunnel streams over memory streams: flow control, resets, half-close,
+GOAWAY and keepalive, all under a mock clock."""
+
+from __future__ import annotations
+
+import h2.errors
+import hyperframe.frame
+import pytest
+import trio
+import trio.testing
+
+from meshcore.hbone.connection import (
+    CONNECTION_WINDOW,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    STREAM_WINDOW,
+    HboneConnection,
+)
+from meshcore.hbone.errors import ConnectionLost, StreamReset
+from tests.unit.meshcore.hbone.harness import connection_pair, open_pair
+
+MiB = 1024 * 1024
+
+
+async def _read_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = await stream.receive_some(n - len(data))
+        assert chunk
+        data += chunk
+    return bytes(data)
+
+
+async def test_data_flows_and_half_close_keeps_the_other_direction_open(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connection_pair() as pair:
+        client, server = await open_pair(pair)
+        await client.send_all(b"ping")
+        await client.send_eof()
+        assert await _read_exactly(server, 4) == b"ping"
+        assert await server.receive_some() == b""
+        await server.send_all(b"pong")  # the server may still answer after the client's END_STREAM
+        await server.send_eof()
+        assert await _read_exactly(client, 4) == b"pong"
+        assert await client.receive_some() == b""
+        assert client.finished and server.finished
+        with pytest.raises(trio.ClosedResourceError):
+            await client.send_all(b"late")
+
+
+async def test_unread_data_holds_the_stream_window_until_consumed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connection_pair() as pair:
+        client, server = await open_pair(pair)
+        payload = b"x" * (2 * STREAM_WINDOW)
+        with trio.move_on_after(30):
+            await client.send_all(payload)
+        # Nothing was read, so nothing was acknowledged: the sender stopped at the stream window.
+        assert client.bytes_sent == STREAM_WINDOW
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, payload[client.bytes_sent :])
+            received = await _read_exactly(server, len(payload))
+        assert received == payload
+        assert client.bytes_sent == len(payload)
+
+
+async def test_connection_window_caps_unread_data_across_streams(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connection_pair() as pair:
+        tunnels = [await open_pair(pair) for _ in range(5)]
+        async with trio.open_nursery() as nursery:
+            for client, _ in tunnels:
+                nursery.start_soon(client.send_all, b"y" * STREAM_WINDOW)
+            await trio.sleep(30)
+            # 5 streams x 4 MiB windows, but the 16 MiB connection window binds first
+            assert sum(client.bytes_sent for client, _ in tunnels) == CONNECTION_WINDOW
+            for _, server in tunnels:  # reading one stream frees connection window for the rest
+                nursery.start_soon(_read_exactly, server, STREAM_WINDOW)
+        assert sum(client.bytes_sent for client, _ in tunnels) == 5 * STREAM_WINDOW
+
+
+async def test_peer_reset_surfaces_as_stream_reset(autojump_clock: trio.testing.MockClock) -> None:
+    async with connection_pair() as pair:
+        client, server = await open_pair(pair)
+        await client.send_all(b"partial")
+        await server.reset(h2.errors.ErrorCodes.CONNECT_ERROR)
+        with pytest.raises(StreamReset) as info:
+            for _ in range(10):
+                await client.receive_some()
+        assert info.value.error_code == h2.errors.ErrorCodes.CONNECT_ERROR
+        with pytest.raises(StreamReset):
+            await client.send_all(b"more")
+
+
+async def test_aclose_before_the_end_resets_with_cancel(autojump_clock: trio.testing.MockClock) -> None:
+    async with connection_pair() as pair:
+        client, server = await open_pair(pair)
+        await client.send_all(b"abc")
+        await client.aclose()
+        assert await server.receive_some() == b"abc"
+        with pytest.raises(StreamReset) as info:
+            await server.receive_some()
+        assert info.value.error_code == h2.errors.ErrorCodes.CANCEL
+        assert pair.client.open_streams == 0
+
+
+async def test_closing_with_unread_data_returns_the_connection_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connection_pair() as pair:
+        for _ in range(6):  # 6 x 4 MiB unread would exceed 16 MiB if the window leaked
+            client, server = await open_pair(pair)
+            await client.send_all(b"z" * STREAM_WINDOW)
+            await trio.sleep(1)
+            await server.aclose()
+            await client.aclose()
+        client, server = await open_pair(pair)
+        with trio.fail_after(10):
+            await client.send_all(b"w" * MiB)
+            assert len(await _read_exactly(server, MiB)) == MiB
+
+
+async def test_goaway_drains_old_streams_and_refuses_new_ones(autojump_clock: trio.testing.MockClock) -> None:
+    async with connection_pair() as pair:
+        client, server = await open_pair(pair)
+        pair.server.drain()
+        await trio.sleep(1)
+        assert not pair.client.usable
+        with pytest.raises(ConnectionLost, match="GOAWAY"):
+            await pair.client.open_stream([(":method", "CONNECT"), (":authority", "10.0.0.5:80")])
+        await client.send_all(b"still flowing")  # streams opened before the GOAWAY finish normally
+        assert await _read_exactly(server, 13) == b"still flowing"
+
+
+async def test_keepalive_pings_keep_a_quiet_connection(autojump_clock: trio.testing.MockClock) -> None:
+    async with connection_pair() as pair:
+        await trio.sleep(10 * PING_INTERVAL)
+        assert pair.client.usable and pair.server.usable
+
+
+async def test_unanswered_ping_ends_the_connection(autojump_clock: trio.testing.MockClock) -> None:
+    client_end, silent_end = trio.testing.memory_stream_pair()
+    connection = HboneConnection(client_end, client_side=True, peer="silent")
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+
+        async def swallow() -> None:
+            while await silent_end.receive_some():
+                pass
+
+        nursery.start_soon(swallow)
+        await connection.run()
+        nursery.cancel_scope.cancel()
+    failure = connection.failure()
+    assert failure is not None and "PING" in str(failure)
+    assert trio.current_time() - start == pytest.approx(PING_INTERVAL + PING_TIMEOUT)
+
+
+async def test_peer_disconnect_fails_open_streams(autojump_clock: trio.testing.MockClock) -> None:
+    async with connection_pair() as pair:
+        client, _ = await open_pair(pair)
+        await pair.server.aclose()
+        with pytest.raises(ConnectionLost):
+            for _ in range(10):
+                await client.receive_some()
+
+
+def test_data_frame_repr_does_not_hex_encode_the_payload() -> None:
+    frame = hyperframe.frame.DataFrame(1, data=b"\xab" * 4096)
+    assert "ab" not in repr(frame).lower().split(":", 1)[1]
+    assert "4096 bytes" in repr(frame)
