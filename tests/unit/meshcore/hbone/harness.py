@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import attrs
@@ -159,12 +159,17 @@ async def memory_mesh(
     *,
     connector_delay: float = 0.0,
     verify_server: Callable[[PoolKey], VerifyPeer] | None = None,
+    handler: Callable[[ConnectRequest, Respond], Awaitable[None]] = memory_echo_handler,
+    verify_client: VerifyPeer | None = None,
     **pool_options: float,
 ) -> AsyncIterator[MemoryMesh]:
     pki = Pki()
     server_id, client_id = pki.spiffe("apps", "server"), pki.spiffe("apps", "client")
     server = HboneServer(
-        pki.server_context(server_id), verify_any_in_domain(), memory_echo_handler, serves=lambda ip: True
+        pki.server_context(server_id),
+        verify_client or verify_any_in_domain(),
+        handler,
+        serves=lambda ip: True,
     )
     client_ctx = pki.client_context(client_id)
     dials: list[PoolKey] = []
