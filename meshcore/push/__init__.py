@@ -1,0 +1,1 @@
+"""The proxy side of config push: the wire protocol (sans-IO) and the reconnecting client."""
