@@ -10,12 +10,14 @@ import attrs
 import pytest
 import trio
 
-from meshcore.identity.certs import WorkloadCertificate
+from meshcore.identity.certs import WorkloadCertificate, certificates_pem, private_key_pem
 from meshcore.identity.errors import (
     ForeignTrustDomain,
     IdentityError,
+    NotASpiffeCertificate,
     TlsHandshakeFailed,
     UnexpectedServerIdentity,
+    WeakTlsSession,
 )
 from meshcore.identity.spiffe import Identity
 from meshcore.identity.tls import (
@@ -286,3 +288,24 @@ def test_load_pem_credentials_checks_key_matches(tmp_path: Path) -> None:
     assert loaded.identity == Identity.parse(SERVER) and loaded.serial == a.serial
     with pytest.raises(IdentityError, match="key does not match"):
         load_pem_credentials(a.chain_pem(), b.key_pem(), a.roots_pem())
+
+
+async def test_client_without_alpn_h2_is_refused_after_handshake(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path)
+    server, client = issue(ca, SERVER), issue(ca, CLIENT)
+    ctx = client_context(client.chain_pem(), client.key_pem(), client.roots_pem())
+    ctx.set_alpn_protocols(["http/1.1"])
+    out = await run_pair(contexts_for(server)[0], ctx)
+    assert isinstance(out.server, WeakTlsSession)
+    assert "alpn=None" in str(out.server) and "alpn=h2" in str(out.server)
+    assert out.client_received == b""
+
+
+async def test_certificate_without_spiffe_san_is_refused(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path)
+    server = issue(ca, SERVER)
+    serving, key = ca.issue_serving(["istiod.istio-system.svc"])  # chains to the mesh root, but no SPIFFE ID
+    ctx = client_context(certificates_pem(serving.chain), private_key_pem(key), ca.trust_bundle_pem())
+    out = await run_pair(contexts_for(server)[0], ctx)
+    assert isinstance(out.server, NotASpiffeCertificate)
+    assert "exactly one spiffe:// URI SAN" in str(out.server)
