@@ -25,7 +25,7 @@ from typing import TypeVar
 import trio
 
 from meshcore.net.errors import NetnsError, NetnsRestoreError
-from meshcore.net.sockopts import set_transparent
+from meshcore.net.sockopts import PROXY_MARK, set_freebind, set_mark, set_transparent
 
 T = TypeVar("T")
 
@@ -150,3 +150,31 @@ async def socket_in_netns(
     """An unbound socket made in the pod's namespace: set options (SO_MARK …), bind/connect in trio."""
     sock = await run_in_netns(netns_fd, _plain_socket, family, type, proto)
     return trio.socket.from_stdlib_socket(sock)
+
+
+async def connect_tcp_from_netns(
+    netns_fd: int,
+    destination: tuple[str, int],
+    *,
+    mark: int | None = PROXY_MARK,
+    source_ip: str | None = None,
+) -> trio.SocketStream:
+    """A proxy's own TCP connection made from inside the pod's namespace (TCP_NODELAY via SocketStream).
+
+    ``mark`` (ztunnel's 0x539 by default) keeps the in-pod rules from capturing it again. With
+    ``source_ip`` the socket is IP_TRANSPARENT + IP_FREEBIND and bound to that (foreign) address, so
+    the app behind ``destination`` sees the original client as its peer (ztunnel's inbound leg).
+    """
+    sock = await socket_in_netns(netns_fd)
+    try:
+        if mark is not None:
+            set_mark(sock, mark)
+        if source_ip is not None:
+            set_transparent(sock)
+            set_freebind(sock)
+            await sock.bind((source_ip, 0))
+        await sock.connect(destination)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)

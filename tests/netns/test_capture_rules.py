@@ -11,14 +11,8 @@ import socket
 import pytest
 import trio
 
-from meshcore.net.netns import listen_tcp_in_netns, socket_in_netns
-from meshcore.net.sockopts import (
-    PROXY_MARK,
-    original_destination,
-    set_freebind,
-    set_mark,
-    set_transparent,
-)
+from meshcore.net.netns import connect_tcp_from_netns, listen_tcp_in_netns, socket_in_netns
+from meshcore.net.sockopts import PROXY_MARK, original_destination, set_mark
 from tests.netns.helpers import open_pod_netns
 from ztunnel.capture.fabric import Fabric
 from ztunnel.capture.rules import install_pod_rules, render_pod_rules, rules_present
@@ -40,16 +34,8 @@ async def receive_until(stream: trio.SocketStream, marker: bytes, limit: int = 6
 
 
 async def connect_from(netns_fd: int, host: str, port: int, *, mark: int | None = None) -> trio.SocketStream:
-    """A TCP connection made from inside a pod namespace (optionally with ztunnel's SO_MARK)."""
-    sock = await socket_in_netns(netns_fd)
-    if mark is not None:
-        set_mark(sock, mark)
-    try:
-        await sock.connect((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)
+    """A TCP connection made from inside a pod namespace (unmarked like an app's, or with ztunnel's mark)."""
+    return await connect_tcp_from_netns(netns_fd, (host, port), mark=mark)
 
 
 async def test_outbound_connect_lands_on_15001_with_original_destination(
@@ -194,18 +180,15 @@ async def test_transparent_return_path_shows_the_app_its_real_peer(
         async with await connect_from(fd_a, pod_b.ip, 8080) as client:
             captured, client_addr = await inbound.accept()
             with captured:
-                upstream = await socket_in_netns(fd_b)
-                with upstream:
-                    set_transparent(upstream)
-                    set_freebind(upstream)
-                    set_mark(upstream, PROXY_MARK)
-                    await upstream.bind((client_addr[0], 0))
-                    await upstream.connect(original_destination(captured))
+                upstream = await connect_tcp_from_netns(
+                    fd_b, original_destination(captured), mark=PROXY_MARK, source_ip=client_addr[0]
+                )
+                async with upstream:
                     app_conn, app_peer = await app.accept()
                     with app_conn:
                         assert app_peer[0] == pod_a.ip  # the app sees the real client, not ztunnel
                         await app_conn.send(b"pong")
-                        assert await upstream.recv(4) == b"pong"  # the reply found its way back
+                        assert await upstream.receive_some(4) == b"pong"  # the reply found its way back
                         await client.send_all(b"x")
                         assert await captured.recv(1) == b"x"
 
@@ -224,3 +207,43 @@ async def test_install_is_idempotent_and_rules_are_removable(fabric: Fabric) -> 
     assert not await rules_present(pod.netns)
     ip_rules = (await trio.run_process(["ip", "-n", pod.netns, "rule"], capture_stdout=True)).stdout.decode()
     assert "0x111" not in ip_rules
+
+
+async def test_dns_from_the_pod_goes_to_15053_unless_marked(
+    fabric: Fabric, netns_fds: dict[str, int]
+) -> None:
+    """An app's query to any nameserver reaches the in-pod 15053; ztunnel's own (marked) query leaves."""
+    pod = await fabric.create_pod("resolver")
+    await install_pod_rules(pod.netns, RULES)
+    fd_pod = open_pod_netns(netns_fds, pod.netns)
+    fd_fabric = open_pod_netns(netns_fds, fabric.fabric_netns)
+    view = await fabric.write_resolv_conf(pod.name, search=["prod.svc.cluster.local", "svc.cluster.local"])
+    shown = await trio.run_process(
+        ["ip", "netns", "exec", pod.netns, "cat", "/etc/resolv.conf"], capture_stdout=True
+    )
+    assert shown.stdout.decode() == view.read_text()
+    assert f"nameserver {fabric.gateway}" in view.read_text()
+
+    dns_proxy = await socket_in_netns(fd_pod, socket.AF_INET, socket.SOCK_DGRAM)
+    upstream = await socket_in_netns(fd_fabric, socket.AF_INET, socket.SOCK_DGRAM)
+    app = await socket_in_netns(fd_pod, socket.AF_INET, socket.SOCK_DGRAM)
+    ztunnel_forwarder = await socket_in_netns(fd_pod, socket.AF_INET, socket.SOCK_DGRAM)
+    with dns_proxy, upstream, app, ztunnel_forwarder:
+        # bound to 127.0.0.1: REDIRECT in OUTPUT sends to loopback, and a UDP reply must come from
+        # exactly that address for conntrack to undo the NAT (a 0.0.0.0 bind answers from the pod IP)
+        await dns_proxy.bind(("127.0.0.1", 15053))
+        await upstream.bind((fabric.gateway, 53))
+        with trio.fail_after(10):
+            await app.sendto(b"query", (fabric.gateway, 53))
+            data, asker = await dns_proxy.recvfrom(512)
+            assert (data, asker[0]) == (b"query", pod.ip)
+            await dns_proxy.sendto(b"answer", asker)
+            answer, answered_by = await app.recvfrom(512)
+            assert (answer, answered_by) == (b"answer", (fabric.gateway, 53))  # NAT undone on the reply
+
+            set_mark(ztunnel_forwarder, PROXY_MARK)
+            await ztunnel_forwarder.sendto(b"forwarded", (fabric.gateway, 53))
+            data, sender = await upstream.recvfrom(512)
+            assert (data, sender[0]) == (b"forwarded", pod.ip)
+    await fabric.delete_pod(pod.name)
+    assert not view.exists()

@@ -19,7 +19,7 @@ import structlog
 import trio
 
 from meshcore.net.netns import open_netns
-from ztunnel.capture.errors import ZdsNack, ZdsProtocolError
+from ztunnel.capture.errors import UnknownPod, ZdsNack, ZdsProtocolError
 from ztunnel.capture.rules import PodRules, install_pod_rules, remove_pod_rules, render_pod_rules
 from ztunnel.capture.zds import WorkloadInfo
 from ztunnel.capture.zds_client import (
@@ -97,7 +97,9 @@ class NodeAgent:
 
     async def remove_pod(self, uid: str) -> None:
         """Tell ztunnel the pod is gone, then take its rules out (if its namespace still exists)."""
-        pod = self._pods.pop(uid)
+        pod = self._pods.pop(uid, None)
+        if pod is None:
+            raise UnknownPod(f"no captured pod with uid {uid!r}", known=sorted(self._pods))
         async with self._lock:
             if self._conn is not None:
                 try:

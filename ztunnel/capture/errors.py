@@ -33,3 +33,9 @@ class ZdsNack(MeshError):
     """ztunnel refused a workload request; its error text is carried along."""
 
     hint = "see the ztunnel log for pod {uid}; the node agent keeps the pod and retries on reconnect"
+
+
+class UnknownPod(MeshError):
+    """The node agent was asked about a pod it does not capture."""
+
+    hint = "pods captured on this node: {known}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -133,9 +134,7 @@ def _remove_etc_view(state: FabricState) -> None:
     for pod in state.pods.values():
         view = ETC_NETNS_DIR / names.assert_ours(state.prefix, pod.netns)
         if view.is_dir():
-            for child in view.iterdir():
-                child.unlink()
-            view.rmdir()
+            shutil.rmtree(view)
 
 
 def cleanup_from_state_sync(path: Path) -> list[str]:
@@ -281,15 +280,43 @@ class Fabric:
         await self._ip("-n", ns, "link", "set", "eth0", "up")
         await self._ip("-n", ns, "route", "add", "default", "via", self.gateway, "dev", "eth0")
 
-    async def delete_pod(self, name: str) -> None:
-        """Remove the pod's namespace (its veth pair and in-pod rules go with it)."""
+    async def write_resolv_conf(
+        self, name: str, *, search: Sequence[str] = (), nameserver: str | None = None
+    ) -> Path:
+        """Give the pod its own resolv.conf view (``ip netns exec`` mounts ``/etc/netns/NS/resolv.conf``).
+
+        The nameserver defaults to the bridge address: the in-pod rules redirect UDP 53 to ztunnel's
+        15053 whatever the address, and without capture a query fails fast instead of leaving the host.
+        """
+        pod = self._pod(name)
+        lines = [f"nameserver {nameserver or self.gateway}"]
+        if search:
+            lines.append("search " + " ".join(search))
+        lines.append("options ndots:5")
+        view = ETC_NETNS_DIR / names.assert_ours(self.prefix, pod.netns)
+        path = view / "resolv.conf"
+
+        def write() -> None:
+            view.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(lines) + "\n")
+
+        await trio.to_thread.run_sync(write)
+        return path
+
+    def _pod(self, name: str) -> PodNetwork:
         pod = self._state.pods.get(name)
         if pod is None:
             raise FabricError(
                 f"no pod {name!r} on the fabric", detail=f"known pods: {sorted(self._state.pods)}"
             )
+        return pod
+
+    async def delete_pod(self, name: str) -> None:
+        """Remove the pod's namespace (its veth pair and in-pod rules go with it)."""
+        pod = self._pod(name)
         if await trio.to_thread.run_sync(_netns_exists, pod.netns):
             await self._ip("netns", "delete", pod.netns)
+        await trio.to_thread.run_sync(_remove_etc_view, attrs.evolve(self._state, pods={name: pod}))
         del self._state.pods[name]
         await self._save()
 

@@ -18,6 +18,12 @@ IP_TRANSPARENT, while REDIRECT works with any listener and still yields the orig
 through ``SO_ORIGINAL_DST`` on 15001 and 15006 alike. Istio's host-probe (169.254.7.127) exemption is
 left out: no kubelet probes pods here. IPv4 only — pod addresses come from 198.18.0.0/15.
 
+Listener addresses that follow from this: 15001 must accept on 127.0.0.1 (REDIRECT from OUTPUT sends
+to loopback), 15006 on the pod IP, and the UDP DNS proxy must be bound to ``127.0.0.1:15053`` — a UDP
+reply only has its NAT undone when it leaves from the very address the query was redirected to; a
+``0.0.0.0`` bind answers from the pod IP and the app drops the answer. Binding ``0.0.0.0`` for the TCP
+ports covers both.
+
 Rendering is pure (:func:`render_pod_rules`); :func:`install_pod_rules` / :func:`remove_pod_rules`
 feed the result to ``iptables-restore --noflush`` and ``ip`` inside the pod's namespace.
 """
