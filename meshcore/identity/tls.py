@@ -27,7 +27,7 @@ from typing import Any
 import trio
 from cryptography import x509
 
-from meshcore.identity.certs import WorkloadCertificate, identity_of
+from meshcore.identity.certs import WorkloadCertificate, fingerprint, identity_of
 from meshcore.identity.errors import (
     ForeignTrustDomain,
     NoPeerCertificate,
@@ -106,6 +106,38 @@ def contexts_for(cert: WorkloadCertificate) -> tuple[ssl.SSLContext, ssl.SSLCont
     """(server, client) contexts for one workload credential set."""
     chain, key, bundle = cert.chain_pem(), cert.key_pem(), cert.roots_pem()
     return server_context(chain, key, bundle), client_context(chain, key, bundle)
+
+
+class ContextCache:
+    """SSL contexts per credential set, so a connection does not pay for building one.
+
+    Building a context parses the key and round-trips the chain through a temporary file; HBONE opens
+    connections far more often than certificates rotate. Keyed by identity, leaf serial and the trust
+    bundle's fingerprints, so a refreshed leaf or a changed bundle (root rotation) gets a new context.
+    The oldest entries are dropped beyond ``max_entries``.
+    """
+
+    def __init__(self, max_entries: int = 128) -> None:
+        self._max = max_entries
+        self._entries: dict[tuple[str, str, tuple[str, ...]], tuple[ssl.SSLContext, ssl.SSLContext]] = {}
+
+    def _get(self, cert: WorkloadCertificate) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        key = (cert.identity.uri, cert.serial, tuple(fingerprint(r) for r in cert.roots))
+        found = self._entries.get(key)
+        if found is None:
+            found = self._entries[key] = contexts_for(cert)
+            while len(self._entries) > self._max:
+                del self._entries[next(iter(self._entries))]
+        return found
+
+    def server(self, cert: WorkloadCertificate) -> ssl.SSLContext:
+        return self._get(cert)[0]
+
+    def client(self, cert: WorkloadCertificate) -> ssl.SSLContext:
+        return self._get(cert)[1]
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def load_pem_credentials(chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> WorkloadCertificate:
@@ -205,6 +237,7 @@ async def handshake(stream: TlsStream) -> None:
 
 __all__ = [
     "ALPN",
+    "ContextCache",
     "TlsStream",
     "client_context",
     "closed_after_handshake",

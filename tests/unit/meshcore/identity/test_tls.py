@@ -21,6 +21,7 @@ from meshcore.identity.errors import (
 )
 from meshcore.identity.spiffe import Identity
 from meshcore.identity.tls import (
+    ContextCache,
     client_context,
     closed_after_handshake,
     contexts_for,
@@ -309,3 +310,17 @@ async def test_certificate_without_spiffe_san_is_refused(tmp_path: Path) -> None
     out = await run_pair(contexts_for(server)[0], ctx)
     assert isinstance(out.server, NotASpiffeCertificate)
     assert "exactly one spiffe:// URI SAN" in str(out.server)
+
+
+def test_context_cache_reuses_until_the_leaf_or_bundle_changes(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path)
+    cache = ContextCache(max_entries=2)
+    first = issue(ca, SERVER)
+    assert cache.server(first) is cache.server(first)
+    assert cache.client(first) is cache.client(first)
+    refreshed = issue(ca, SERVER)
+    assert cache.server(refreshed) is not cache.server(first)
+    ca.add_root()
+    rebundled = WorkloadCertificate(identity=first.identity, key=first.key, chain=first.chain, roots=ca.roots)
+    cache.server(rebundled)
+    assert len(cache) == 2  # the oldest entry made room
