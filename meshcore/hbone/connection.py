@@ -28,7 +28,7 @@ import structlog
 import trio
 
 from meshcore.hbone.connect import parse_response
-from meshcore.hbone.errors import ConnectionLost
+from meshcore.hbone.errors import ConnectionLost, StreamReset
 from meshcore.hbone.h2stream import HboneStream
 
 log = structlog.get_logger("meshcore.hbone")
@@ -369,10 +369,21 @@ class HboneConnection:
             if failure is not None:
                 raise ConnectionLost(failure.message, **failure.context)
             raise ConnectionLost(
-                f"HBONE connection to {self.peer} is going away", peer=self.peer, reason="GOAWAY"
+                f"HBONE connection to {self.peer} is going away",
+                peer=self.peer,
+                reason="the peer sent GOAWAY",
             )
-        stream_id = self.h2.get_next_available_stream_id()
-        self.h2.send_headers(stream_id, list(headers))
+        try:
+            stream_id = self.h2.get_next_available_stream_id()
+            self.h2.send_headers(stream_id, list(headers))
+        except (h2.exceptions.NoAvailableStreamIDError, h2.exceptions.TooManyStreamsError) as exc:
+            # Stream IDs used up, or the peer lowered its stream limit: nothing was sent, so the pool
+            # may retry elsewhere exactly as for a refused stream.
+            self._closing = True
+            raise StreamReset(
+                f"HBONE connection to {self.peer} cannot open another stream ({type(exc).__name__})",
+                error_code=h2.errors.ErrorCodes.REFUSED_STREAM,
+            ) from exc
         stream = HboneStream(self, stream_id)
         self.streams[stream_id] = stream
         self.streams_opened += 1
@@ -382,7 +393,9 @@ class HboneConnection:
             if stream.response is None:
                 stream._raise_if_broken()
                 raise ConnectionLost(
-                    f"HBONE connection to {self.peer} ended", peer=self.peer, reason="no response"
+                    f"HBONE connection to {self.peer} ended",
+                    peer=self.peer,
+                    reason="it ended before the CONNECT was answered",
                 )
         except BaseException:
             stream.close_now()

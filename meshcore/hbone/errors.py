@@ -84,4 +84,7 @@ class ConnectionLost(HboneError):
     """The HTTP/2 connection carrying the tunnel ended before the tunnel did."""
 
     response_flag = "UC"
-    hint = "the HBONE connection to {peer} ended ({reason}); check the peer proxy and the network between"
+    hint = (
+        "{reason}; check the peer proxy's log and the network between (a connection closed right "
+        "after the handshake usually means the peer refused our client certificate)"
+    )

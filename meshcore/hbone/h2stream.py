@@ -159,7 +159,7 @@ class HboneStream(trio.abc.HalfCloseableStream):
                     continue
                 n = min(window, len(view), conn.max_outbound_frame_size)
                 try:
-                    conn.send_data(self.stream_id, view[:n].tobytes())
+                    conn.send_data(self.stream_id, view[:n])  # serialized at once: no copy needed
                 except h2.exceptions.StreamClosedError:
                     raise self._reset_error(h2.errors.ErrorCodes.STREAM_CLOSED) from None
                 view = view[n:]

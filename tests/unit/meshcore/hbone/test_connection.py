@@ -13,6 +13,7 @@ from meshcore.hbone.connection import (
     CONNECTION_WINDOW,
     PING_INTERVAL,
     PING_TIMEOUT,
+    SERVER_MAX_CONCURRENT_STREAMS,
     STREAM_WINDOW,
     HboneConnection,
 )
@@ -172,3 +173,17 @@ def test_data_frame_repr_does_not_hex_encode_the_payload() -> None:
     frame = hyperframe.frame.DataFrame(1, data=b"\xab" * 4096)
     assert "ab" not in repr(frame).lower().split(":", 1)[1]
     assert "4096 bytes" in repr(frame)
+
+
+async def test_past_the_peer_stream_limit_open_is_refused_not_broken(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with connection_pair() as pair:
+        tunnels = [await open_pair(pair) for _ in range(SERVER_MAX_CONCURRENT_STREAMS)]
+        with pytest.raises(StreamReset) as info:
+            await pair.client.open_stream([(":method", "CONNECT"), (":authority", "10.0.0.5:80")])
+        assert info.value.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+        assert not pair.client.usable  # the pool will dial another connection
+        client, server = tunnels[0]
+        await client.send_all(b"open streams carry on")
+        assert await _read_exactly(server, 21) == b"open streams carry on"
