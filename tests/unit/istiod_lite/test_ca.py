@@ -166,8 +166,12 @@ def test_leaf_never_outlives_its_signer(tmp_path: Path) -> None:
 
 def test_root_survives_restart_with_private_key_mode(tmp_path: Path) -> None:
     first = CertificateAuthority.load_or_create(tmp_path)
+    before_restart = first.issue_workload(workload_key().public_key(), WORKLOAD).leaf
     second = CertificateAuthority.load_or_create(tmp_path)
     assert first.root_fingerprints == second.root_fingerprints
+    before_restart.verify_directly_issued_by(second.roots[0])  # old leaves stay valid after a restart
+    after_restart = second.issue_workload(workload_key().public_key(), WORKLOAD).leaf
+    after_restart.verify_directly_issued_by(first.roots[0])
     assert first.active_root_fingerprint == second.active_root_fingerprint
     keys = list((tmp_path / "ca" / "roots").glob("*.key.pem"))
     assert len(keys) == 1
