@@ -31,7 +31,7 @@ from waypoint.h2connection import (
     UpstreamRefused,
     UpstreamReset,
     error_name,
-    graceful_goaway,
+    goaway_frame,
     h2_safe_headers,
     split_pseudo,
 )
@@ -47,7 +47,9 @@ class Http2ClientConnection(H2Engine):
 
     client_side = True
 
-    def __init__(self, stream: trio.abc.Stream, *, peer: str = "", max_streams: int = MAX_CONCURRENT_STREAMS) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, *, peer: str = "", max_streams: int = MAX_CONCURRENT_STREAMS
+    ) -> None:
         super().__init__(stream, peer=peer)
         self._max_streams = max_streams
         self._slot_lot = trio.lowlevel.ParkingLot()
@@ -107,10 +109,10 @@ class Http2ClientConnection(H2Engine):
                 self.streams.pop(stream_id, None)
         self._slot_lot.unpark_all()
         if not self.streams:
-            self.cancel()
+            self.close_when_flushed()
 
-    def fail(self, reason: str) -> None:
-        super().fail(reason)
+    def fail(self, reason: str, *, flush: bool = False) -> None:
+        super().fail(reason, flush=flush)
         self._slot_lot.unpark_all()
 
     def _dispatch(self, event: h2.events.Event) -> None:
@@ -122,7 +124,7 @@ class Http2ClientConnection(H2Engine):
         self.streams.pop(stream.stream_id, None)
         self._slot_lot.unpark_all()
         if self.goaway_received and not self.streams:
-            self.cancel()
+            self.close_when_flushed()
 
     # -- requests --
 
@@ -151,7 +153,9 @@ class Http2ClientConnection(H2Engine):
         ]
         content_type = request.header(b"content-type") or b""
         if content_type.startswith(b"application/grpc") and not any(k == b"te" for k, _ in head):
-            head.append((b"te", b"trailers"))  # gRPC servers insist on it; an HTTP/1.1 hop may have dropped it
+            head.append(
+                (b"te", b"trailers")
+            )  # gRPC servers insist on it; an HTTP/1.1 hop may have dropped it
         stream = H2Stream(self, stream_id)
         self.streams[stream_id] = stream
         body = request.body
@@ -227,13 +231,15 @@ class Http2ClientConnection(H2Engine):
     async def aclose(self) -> None:
         """Say GOAWAY and end the connection now."""
         if self.failure is None:
-            self.send_raw(graceful_goaway(0))
-        self.fail("closed locally")
+            self.send_raw(goaway_frame(0))
+        self.fail("closed locally", flush=True)
         await trio.lowlevel.checkpoint()
 
 
 @asynccontextmanager
-async def open_http2_client(stream: trio.abc.Stream, *, peer: str = "") -> AsyncIterator[Http2ClientConnection]:
+async def open_http2_client(
+    stream: trio.abc.Stream, *, peer: str = ""
+) -> AsyncIterator[Http2ClientConnection]:
     """An :class:`Http2ClientConnection` driven for the block's duration, then closed."""
     connection = Http2ClientConnection(stream, peer=peer)
     async with trio.open_nursery() as nursery:

@@ -46,6 +46,9 @@ RECEIVE_SIZE = 256 * 1024
 WRITE_HIGH_WATER = 1024 * 1024
 """Senders park while this much output waits for the socket: bounds memory per connection."""
 
+CLOSE_FLUSH_TIMEOUT = 5.0
+"""How long a closing connection waits for a peer that does not read its last frames."""
+
 _DEFAULT_WINDOW = 65535
 _GOAWAY_FRAME_LEN = 9 + 8
 
@@ -161,10 +164,7 @@ def goaway_with_code(data: bytes, code: int) -> bytes:
     COMPRESSION_ERROR. h2 serialises its GOAWAY without debug data, i.e. as the final 17 bytes, type 7.
     Anything else is returned unchanged.
     """
-    if len(data) < _GOAWAY_FRAME_LEN:
-        return data
-    frame = data[-_GOAWAY_FRAME_LEN:]
-    if frame[3] != 0x07 or frame[:3] != b"\x00\x00\x08":
+    if not ends_with_goaway(data):
         return data
     return data[:-4] + code.to_bytes(4, "big")
 
@@ -186,12 +186,18 @@ def keep_streams_after_goaway(conn: h2.connection.H2Connection) -> None:
     machine._transitions = table
 
 
-def graceful_goaway(last_stream_id: int) -> bytes:
-    """A serialised GOAWAY(NO_ERROR) sent around h2, whose own would close the connection at once."""
+def goaway_frame(last_stream_id: int, code: int = h2.errors.ErrorCodes.NO_ERROR) -> bytes:
+    """A serialised GOAWAY built around h2: its own NO_ERROR GOAWAY would close the connection at once,
+    and it sends none at all for a bad client preface."""
     frame = hyperframe.frame.GoAwayFrame(0)
     frame.last_stream_id = last_stream_id
-    frame.error_code = h2.errors.ErrorCodes.NO_ERROR
+    frame.error_code = code
     return bytes(frame.serialize())
+
+
+def ends_with_goaway(data: bytes) -> bool:
+    """Whether h2's output ends with the 17-byte GOAWAY it serialises (no debug data)."""
+    return len(data) >= _GOAWAY_FRAME_LEN and data[-_GOAWAY_FRAME_LEN:][:4] == b"\x00\x00\x08\x07"
 
 
 def _is_hpack_failure(exc: BaseException) -> bool:
@@ -325,6 +331,7 @@ class H2Engine:
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         self._write_wanted = trio.Event()
+        self._close_when_flushed = False
         self._nursery: trio.Nursery | None = None
         self.kick()
 
@@ -439,11 +446,32 @@ class H2Engine:
         while True:
             await self._write_wanted.wait()
             self._write_wanted = trio.Event()
-            chunks, self._outbox = self._outbox, []
-            self._outbox_bytes = 0
-            if chunks:
-                await self.transport.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            while self._outbox:
+                data = self._outbox[0] if len(self._outbox) == 1 else b"".join(self._outbox)
+                self._outbox = []
+                self._outbox_bytes = 0
+                await self.transport.send_all(data)
             self._writable_lot.unpark_all()
+            if self._close_when_flushed:
+                self.cancel()
+                return
+
+    def close_when_flushed(self) -> None:
+        """End the connection once everything queued so far is on the wire.
+
+        Cancelling the writer in the middle of ``send_all`` could cut a frame in half, so graceful
+        endings (all streams done after a GOAWAY) go through the writer instead.
+        """
+        if self._close_when_flushed:
+            return
+        self._close_when_flushed = True
+        self._write_wanted.set()
+        if self._nursery is not None:
+            self._nursery.start_soon(self._cancel_after, CLOSE_FLUSH_TIMEOUT)
+
+    async def _cancel_after(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        self.cancel()
 
     # -- lifecycle --
 
@@ -470,15 +498,21 @@ class H2Engine:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    def fail(self, reason: str) -> None:
-        """The connection is over: wake every waiter with the error and stop the tasks."""
+    def fail(self, reason: str, *, flush: bool = False) -> None:
+        """The connection is over: wake every waiter with the error and stop the tasks.
+
+        With ``flush`` the tasks stop only once the queued output (a GOAWAY) is written.
+        """
         if self.failure is None:
             self.failure = self.connection_error(reason)
         for stream in list(self.streams.values()):
             stream.on_connection_lost()
         self._window_lot.unpark_all()
         self._writable_lot.unpark_all()
-        self.cancel()
+        if flush:
+            self.close_when_flushed()
+        else:
+            self.cancel()
 
     async def _final_flush(self) -> None:
         """Best effort to get a GOAWAY or RST_STREAM out before the socket closes."""
@@ -488,7 +522,9 @@ class H2Engine:
         data, self._outbox = b"".join(self._outbox), []
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+            with contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
+            ):
                 await self.transport.send_all(data)
 
     async def _writer_guarded(self) -> None:
@@ -522,11 +558,13 @@ class H2Engine:
             if _is_hpack_failure(exc):
                 code = h2.errors.ErrorCodes.COMPRESSION_ERROR
                 pending = goaway_with_code(pending, code)
-            if pending:
-                self._outbox.append(pending)
+            if not ends_with_goaway(pending):
+                pending += goaway_frame(self.h2.highest_inbound_stream_id, code)
+            self._outbox.append(pending)
+            self._outbox_bytes += len(pending)
             self.protocol_error = code
             log.info("http2_protocol_error", peer=self.peer, code=error_name(code), error=str(exc))
-            self.fail(f"HTTP/2 protocol error {error_name(code)}: {exc}")
+            self.fail(f"HTTP/2 protocol error {error_name(code)}: {exc}", flush=True)
             return False
         for event in events:
             self._dispatch(event)

@@ -27,7 +27,7 @@ from waypoint.h2connection import (
     H2Stream,
     Http2Error,
     error_name,
-    graceful_goaway,
+    goaway_frame,
     h2_safe_headers,
     split_pseudo,
 )
@@ -88,9 +88,9 @@ class Http2ServerConnection(H2Engine):
             return
         self.draining = True
         self._goaway_last_stream_id = self.h2.highest_inbound_stream_id
-        self.send_raw(graceful_goaway(self._goaway_last_stream_id))
+        self.send_raw(goaway_frame(self._goaway_last_stream_id))
         if not self.streams:
-            self.cancel()
+            self.close_when_flushed()
 
     def on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         # A client's GOAWAY means it opens no more streams; the ones in flight still get answers.
@@ -99,7 +99,7 @@ class Http2ServerConnection(H2Engine):
         if code != h2.errors.ErrorCodes.NO_ERROR:
             self.fail(f"downstream sent GOAWAY {error_name(code)}")
         elif not self.streams:
-            self.cancel()
+            self.close_when_flushed()
 
     async def _serve_stream(self, stream: H2Stream, request: Request) -> None:
         stream_id = stream.stream_id
@@ -145,10 +145,13 @@ class Http2ServerConnection(H2Engine):
             self.reset(stream.stream_id, h2.errors.ErrorCodes.NO_ERROR)
         stream.release()
         if (self.goaway_received or self.draining) and not self.streams:
-            self.cancel()
+            self.close_when_flushed()
 
     async def _write_response(self, stream_id: int, response: Response) -> None:
-        head = [(b":status", str(response.status).encode()), *h2_safe_headers(response.headers, keep_te_trailers=False)]
+        head = [
+            (b":status", str(response.status).encode()),
+            *h2_safe_headers(response.headers, keep_te_trailers=False),
+        ]
         body = response.body
         if body.complete and body.bytes_read == 0 and not body.trailers:
             await self.send_headers(stream_id, head, end_stream=True)

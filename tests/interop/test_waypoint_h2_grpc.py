@@ -87,7 +87,9 @@ async def grpc_proxy(upstream_port: int, seen: list[Response]) -> AsyncIterator[
 def _call_unary(port: int, method: str, payload: bytes) -> tuple[Any, Any, Any, Any]:
     """Returns (reply or None, code, details, trailing metadata)."""
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS) as channel:
-        call = channel.unary_unary(f"/{SERVICE}/{method}", request_serializer=None, response_deserializer=None)
+        call = channel.unary_unary(
+            f"/{SERVICE}/{method}", request_serializer=None, response_deserializer=None
+        )
         try:
             reply, outcome = call.with_call(payload, timeout=10)
         except grpc.RpcError as exc:
@@ -97,7 +99,9 @@ def _call_unary(port: int, method: str, payload: bytes) -> tuple[Any, Any, Any, 
 
 def _call_server_stream(port: int, count: int) -> tuple[list[bytes], Any]:
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS) as channel:
-        call = channel.unary_stream(f"/{SERVICE}/ServerStream", request_serializer=None, response_deserializer=None)
+        call = channel.unary_stream(
+            f"/{SERVICE}/ServerStream", request_serializer=None, response_deserializer=None
+        )
         responses = call(str(count).encode(), timeout=10)
         items = list(responses)
         return items, responses.code()
@@ -130,13 +134,17 @@ async def test_server_streaming_call_through_the_proxy(grpc_server: int) -> None
 async def test_grpc_error_status_and_details_are_propagated(grpc_server: int) -> None:
     seen: list[Response] = []
     async with grpc_proxy(grpc_server, seen) as port:
-        reply, code, details, _trailing = await trio.to_thread.run_sync(_call_unary, port, "NotFound", b"widget-7")
+        reply, code, details, _trailing = await trio.to_thread.run_sync(
+            _call_unary, port, "NotFound", b"widget-7"
+        )
     assert reply is None
     assert code == grpc.StatusCode.NOT_FOUND
     assert details == "no such thing: widget-7"
     # grpcio answers an abort as Trailers-Only: the status travels in the only header block.
     relayed = seen[0]
-    status = header_value(relayed.headers, b"grpc-status") or header_value(relayed.body.trailers, b"grpc-status")
+    status = header_value(relayed.headers, b"grpc-status") or header_value(
+        relayed.body.trailers, b"grpc-status"
+    )
     assert status == b"5"
 
 

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.interop
 
 REQUESTS_LINE = re.compile(
     rb"requests: (?P<total>\d+) total, (?P<started>\d+) started, (?P<done>\d+) done, "
-    rb"(?P<succeeded>\d+) succeeded, (?P<failed>\d+) failed, (?P<errored>\d+) errored, (?P<timeout>\d+) timeout"
+    rb"(?P<succeeded>\d+) succeeded, (?P<failed>\d+) failed, (?P<errored>\d+) errored, "
+    rb"(?P<timeout>\d+) timeout"
 )
 STATUS_LINE = re.compile(rb"status codes: (?P<ok>\d+) 2xx, \d+ 3xx, (?P<client>\d+) 4xx, (?P<server>\d+) 5xx")
 RATE_LINE = re.compile(rb"finished in [\d.]+m?s, (?P<rate>[\d.]+) req/s")
@@ -25,7 +26,9 @@ RATE_LINE = re.compile(rb"finished in [\d.]+m?s, (?P<rate>[\d.]+) req/s")
 async def hello(request: Request) -> Response:
     await request.body.read_all(1 << 16)
     text = b"hello " + request.path
-    return Response(status=200, headers=[(b"content-length", str(len(text)).encode())], body=Body.from_bytes(text))
+    return Response(
+        status=200, headers=[(b"content-length", str(len(text)).encode())], body=Body.from_bytes(text)
+    )
 
 
 @pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load not installed (Debian nghttp2-client)")
