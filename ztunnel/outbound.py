@@ -86,7 +86,7 @@ def classify_failure(exc: BaseException) -> Failure:
         return Failure(Outcome.UNREACHABLE, exc.response_flag if exc.response_flag != "-" else "NR", "no_route")
     if isinstance(exc, trio.TooSlowError):
         return Failure(Outcome.UNREACHABLE, "CONNECT", "connect_timeout")
-    if isinstance(exc, ConnectionRefusedError):
+    if _refused(exc):
         return Failure(Outcome.REFUSED, "CONNECT", "connect_refused")
     return Failure(Outcome.FAILED, "CONNECT", "connect_failed")
 
@@ -224,6 +224,16 @@ class Outbound:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await reply(failure.outcome)
         tracked.finish(result=failure.result, error=str(exc))
+
+
+def _refused(exc: BaseException) -> bool:
+    """trio reports "all attempts failed" with the per-address errors as the cause (a group)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        return all(_refused(inner) for inner in cause.exceptions)
+    return cause is not None and _refused(cause)
 
 
 def _is_ip(host: str) -> bool:

@@ -31,6 +31,7 @@ from meshcore.identity.tls import TlsStream, verify_peer_client, verify_peer_ser
 from meshcore.ready import format_address
 from meshcore.telemetry.metrics import Registry
 from schemas.discovery import TunnelProtocol, Workload
+from ztunnel import admin
 from ztunnel.cert_dir import load_cert_dir
 from ztunnel.certificates import CertificateStore
 from ztunnel.config import ZtunnelConfig
@@ -248,37 +249,28 @@ class Ztunnel:
     # ---------------------------------------------------------------------------------- admin
 
     def readiness(self) -> str | None:
-        if self.drain.requested:
-            return "draining"
-        if not self.state.generation:
-            return "waiting for the first state sync"
-        missing = self.certificates.ensure([])
-        if missing:
-            return f"certificates missing for {', '.join(sorted(str(i) for i in missing))}"
         desired = desired_listeners(self.local_workloads())
-        pending = sorted(desired.keys() - self._running.keys())
-        if pending:
-            return f"listeners not running for {', '.join(pending)}"
-        return None
+        return admin.readiness(admin.ReadinessFacts(
+            draining=self.drain.requested,
+            generation=self.state.generation,
+            missing_certificates=tuple(str(i) for i in self.certificates.ensure([])),
+            pending_listeners=tuple(desired.keys() - self._running.keys()),
+            listener_errors=self._listener_errors,
+        ))
 
     def config_dump(self) -> dict[str, Any]:
-        snapshot = self.state.snapshot()
         pool = self.pool.statistics()
-        return {
-            "node": self.config.node,
-            "node_address": self.config.node_address,
-            "generation": snapshot["generation"],
-            "synced": snapshot["synced"],
-            "workloads": snapshot["workloads"],
-            "services": snapshot["services"],
-            "policies": snapshot["policies"],
-            "certificates": self.certificates.dump(time.time()),
-            "listeners": [
+        return admin.config_dump(
+            node=self.config.node,
+            node_address=self.config.node_address,
+            snapshot=self.state.snapshot(),
+            certificates=self.certificates.dump(time.time()),
+            listeners=[
                 {"workload": uid, "hbone": r.hbone, "explicit_proxy": r.explicit_proxy}
                 for uid, r in sorted(self._running.items())
             ],
-            "listener_errors": self._listener_errors,
-            "pool": {"connections": pool.connections, "streams": pool.streams, "dials": pool.dials},
-            "draining": self.drain.requested,
-            "open_connections": self.drain.active,
-        }
+            listener_errors=self._listener_errors,
+            pool={"connections": pool.connections, "streams": pool.streams, "dials": pool.dials},
+            draining=self.drain.requested,
+            open_connections=self.drain.active,
+        )
