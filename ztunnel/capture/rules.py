@@ -131,8 +131,9 @@ def _removal(name: str) -> list[str]:
     ]
 
 
-def render_pod_rules(cfg: CaptureConfig = CaptureConfig()) -> PodRules:
-    """The in-pod rule set for ``cfg`` (pure: same input, same text)."""
+def render_pod_rules(cfg: CaptureConfig | None = None) -> PodRules:
+    """The in-pod rule set for ``cfg`` (Istio's defaults when None; pure: same input, same text)."""
+    cfg = cfg if cfg is not None else CaptureConfig()
     install = _table("mangle", _mangle_rules(cfg)) + _table("nat", _nat_rules(cfg))
     remove = _removal("mangle") + _removal("nat")
     rule = (
