@@ -142,3 +142,27 @@ async def test_restarted_ztunnel_gets_the_snapshot_again(fabric: Fabric, tmp_pat
         assert handlers[1].added == [("uid-client", WorkloadInfo("client", "prod", "default"))]
         assert await curl_from(client, f"http://{server.ip}:8080/") == (0, f"via ztunnel to {server.ip}:8080")
         nursery.cancel_scope.cancel()
+
+
+async def test_pod_whose_netns_vanished_is_kept_not_fatal(fabric: Fabric, tmp_path: Path) -> None:
+    """A snapshot entry whose namespace cannot be opened becomes ``keep`` (Istio's meaning), not a crash."""
+    gone = await fabric.create_pod("gone")
+    alive = await fabric.create_pod("alive")
+    socket_path = tmp_path / "ztunnel.sock"
+
+    async with trio.open_nursery() as nursery:
+        agent = NodeAgent(socket_path)
+        nursery.start_soon(agent.run)
+        await agent.add_pod(captured(gone))
+        await agent.add_pod(captured(alive))  # ztunnel not there yet: both wait for the snapshot
+        await fabric.delete_pod("gone")  # the pod's namespace disappears behind the agent's back
+
+        ztunnel = InPodOutbound(nursery)
+        zds = ZdsServer(socket_path, ztunnel)
+        await nursery.start(zds.run)
+        with trio.fail_after(10):
+            await zds.snapshot_received.wait()
+            await agent.wait_connected()
+        assert [uid for uid, _ in ztunnel.added] == ["uid-alive"]
+        assert list(zds.workloads) == ["uid-alive"]
+        nursery.cancel_scope.cancel()

@@ -18,6 +18,7 @@ import attrs
 import structlog
 import trio
 
+from meshcore.net.errors import NetnsError
 from meshcore.net.netns import open_netns
 from ztunnel.capture.errors import UnknownPod, ZdsNack, ZdsProtocolError
 from ztunnel.capture.rules import PodRules, install_pod_rules, remove_pod_rules, render_pod_rules
@@ -116,6 +117,16 @@ class NodeAgent:
         finally:
             os.close(fd)
 
+    async def _send_snapshot_entry(self, conn: NodeAgentConnection, pod: CapturedPod) -> None:
+        """``add`` with a fresh fd; ``keep`` when the namespace cannot be opened (Istio's meaning of keep)."""
+        try:
+            await self._send_add(conn, pod)
+        except NetnsError as exc:
+            log.warning("pod netns unavailable, asking ztunnel to keep it", uid=pod.uid, error=str(exc))
+            await conn.keep(pod.uid)
+        except ZdsNack as exc:  # one bad pod must not keep the others uncaptured
+            log.warning("zds snapshot add refused", uid=pod.uid, error=str(exc))
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect to ztunnel, send the snapshot, stay connected; reconnect when ztunnel restarts.
 
@@ -136,10 +147,7 @@ class NodeAgent:
                     await conn.wait_hello()
                     async with self._lock:
                         for pod in list(self._pods.values()):
-                            try:
-                                await self._send_add(conn, pod)
-                            except ZdsNack as exc:  # one bad pod must not keep the others uncaptured
-                                log.warning("zds snapshot add refused", uid=pod.uid, error=str(exc))
+                            await self._send_snapshot_entry(conn, pod)
                         await conn.snapshot_sent()
                         self._conn = conn
                     self._set_connected(True)
@@ -148,7 +156,7 @@ class NodeAgent:
                         started = True
                         task_status.started()
                     await conn.closed.wait()
-                except (ZdsProtocolError, OSError) as exc:
+                except (ZdsProtocolError, ZdsNack, OSError) as exc:
                     log.warning("zds connection lost", error=str(exc))
                 finally:
                     self._conn = None
