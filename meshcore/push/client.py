@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ssl
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import attrs
 import trio
@@ -27,6 +27,20 @@ _log = get_logger("push.client")
 
 MAX_PUSH_BYTES = 64 * 1024 * 1024
 """A full push of a large mesh is far beyond trio-websocket's 1 MiB default message limit."""
+
+
+Dialer = Callable[[], Awaitable[trio.abc.Stream]]
+"""Opens the byte stream to istiod_lite (TCP, then TLS for wss://); replaceable for in-memory tests."""
+
+
+_CONNECTION_LOST = (
+    OSError,  # refused, reset, TLS failures (ssl.SSLError is an OSError)
+    trio.BrokenResourceError,
+    trio.TooSlowError,  # connect or handshake timeout
+    trio_websocket.HandshakeError,
+    trio_websocket.ConnectionClosed,
+    PushProtocolError,  # istiod_lite spoke nonsense: drop the connection, keep the state, retry
+)
 
 
 class InvalidPushUrl(MeshError):
@@ -71,6 +85,7 @@ class PushClient:
         *,
         backoff: Backoff | None = None,
         connect_timeout: float = 10.0,
+        dialer: Dialer | None = None,
     ) -> None:
         if url.startswith("wss://") and ssl_context is None:
             raise InvalidPushUrl(f"{url} is a wss:// URL but no SSLContext was given", url=url)
@@ -83,9 +98,11 @@ class PushClient:
         self._applier = applier
         self._backoff = backoff if backoff is not None else Backoff(jitter=0.2)
         self._connect_timeout = connect_timeout
+        self._dial = dialer if dialer is not None else self._open_stream
         self.session = ClientSession.for_types(types)
         self.connected = False
         self.connects = 0
+        self.attempts = 0
         self.last_connect_error: str | None = None
         self._changed = trio.Event()
 
@@ -121,9 +138,7 @@ class PushClient:
         while True:
             try:
                 await self._connection()
-            except* (OSError, trio.BrokenResourceError, trio_websocket.HandshakeError) as group:
-                self._lost(group.exceptions[0])
-            except* (trio_websocket.ConnectionClosed, PushProtocolError) as group:
+            except* _CONNECTION_LOST as group:
                 self._lost(group.exceptions[0])
             delay = self._backoff.next_delay()
             _log.info(
@@ -141,13 +156,14 @@ class PushClient:
         """One connection's life. The stream is ours and always closed here: trio-websocket's
         ``open_websocket_url`` leaks the socket when cancelled mid-handshake (a ResourceWarning)."""
         async with trio.open_nursery() as nursery:
+            self.attempts += 1
             with trio.fail_after(self._connect_timeout):
-                stream = await self._open_stream()
+                stream = await self._dial()
             try:
                 with trio.fail_after(self._connect_timeout):
                     ws = await trio_websocket.wrap_client_stream(
                         nursery,
-                        stream,
+                        stream,  # type: ignore[arg-type]  # typed for sockets, works on any trio Stream
                         self._target.host_header,
                         self._target.resource,
                         extra_headers=[(b"authorization", f"Bearer {self._token}".encode())],
@@ -165,7 +181,7 @@ class PushClient:
                 await trio.aclose_forcefully(stream)
                 nursery.cancel_scope.cancel()
 
-    async def _open_stream(self) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    async def _open_stream(self) -> trio.abc.Stream:
         target = self._target
         if self._ssl_context is None:
             return await trio.open_tcp_stream(target.host, target.port)
