@@ -54,6 +54,7 @@ class Http2ClientConnection(H2Engine):
         self._max_streams = max_streams
         self._slot_lot = trio.lowlevel.ParkingLot()
         self.requests_sent = 0
+        self._received_any = False
 
     # -- what a pool reads --
 
@@ -119,6 +120,17 @@ class Http2ClientConnection(H2Engine):
         super()._dispatch(event)
         if isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
             self._slot_lot.unpark_all()
+
+    def _receive(self, data: bytes) -> bool:
+        if not self._received_any:
+            self._received_any = True
+            if data.startswith(b"HTTP/1."):
+                # h2 would wait for megabytes of a "frame" whose length is the text "HTT".
+                self.protocol_error = h2.errors.ErrorCodes.PROTOCOL_ERROR
+                line = data.split(b"\r\n", 1)[0].decode("latin-1")
+                self.fail(f"it answered with HTTP/1.x ({line!r})")
+                return False
+        return super()._receive(data)
 
     def _forget(self, stream: H2Stream) -> None:
         self.streams.pop(stream.stream_id, None)
