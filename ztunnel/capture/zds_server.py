@@ -11,6 +11,8 @@ The handler's exceptions become nacks carrying their text; they never end the co
 from __future__ import annotations
 
 import os
+import socket
+import struct
 from pathlib import Path
 from typing import Protocol
 
@@ -46,6 +48,13 @@ class WorkloadHandler(Protocol):
         """Stop capturing the pod; its fd is closed right after this returns."""
 
 
+def peer_uid(sock: trio.socket.SocketType) -> int:
+    """The connecting process's uid (SO_PEERCRED): only root or our own user may hand us namespaces."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
 class ZdsServer:
     """Listens on a Unix SEQPACKET path and serves one node agent connection at a time."""
 
@@ -71,11 +80,16 @@ class ZdsServer:
             if self._path.is_socket():
                 self._path.unlink()
             await listener.bind(str(self._path))
+            os.chmod(self._path, 0o600)  # whoever may connect can make ztunnel enter namespaces
             listener.listen(1)
             task_status.started(str(self._path))
             while True:
                 conn, _ = await listener.accept()
                 with conn:
+                    uid = peer_uid(conn)
+                    if uid not in (0, os.getuid()):
+                        log.warning("zds connection refused", peer_uid=uid)
+                        continue
                     await self.serve_connection(conn)
         finally:
             listener.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ztunnel.capture.errors import ZdsProtocolError
 from ztunnel.capture.zds import (
@@ -130,3 +132,24 @@ def test_adds_and_deletes_after_the_snapshot_return_nothing_stale() -> None:
     reconciler.observe(SnapshotSent())
     assert reconciler.observe(Add(uid="n")) == frozenset()
     assert reconciler.observe(Delete(uid="n")) == frozenset()
+
+
+@given(data=st.binary(max_size=256), fds=st.integers(min_value=0, max_value=3), truncated=st.booleans())
+def test_arbitrary_bytes_decode_or_fail_with_a_protocol_error(data: bytes, fds: int, truncated: bool) -> None:
+    """Whatever a peer sends, the decoder either returns a request or says what was wrong — nothing else."""
+    try:
+        decoded = decode_request(data, fd_count=fds, truncated=truncated)
+    except ZdsProtocolError:
+        return
+    assert decode_request(encode(decoded), fd_count=fds) == decoded
+
+
+@given(
+    uid=st.text(min_size=1, max_size=40),
+    name=st.text(max_size=20),
+    namespace=st.text(max_size=20),
+    service_account=st.text(max_size=20),
+)
+def test_any_add_round_trips(uid: str, name: str, namespace: str, service_account: str) -> None:
+    request = Add(uid=uid, workload_info=WorkloadInfo(name, namespace, service_account))
+    assert decode_request(encode(request), fd_count=1) == request

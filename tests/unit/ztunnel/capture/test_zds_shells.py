@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ztunnel.capture.zds_client import (
     connect_ztunnel,
     open_node_agent_connection,
 )
-from ztunnel.capture.zds_server import ZdsServer
+from ztunnel.capture.zds_server import ZdsServer, peer_uid
 from ztunnel.capture.zds_socket import receive_packet, send_packet, seqpacket_pair
 
 OWN_NETNS = "/proc/self/ns/net"
@@ -173,6 +174,7 @@ async def test_server_listens_on_a_path_and_serves_reconnecting_agents(tmp_path:
     server = ZdsServer(tmp_path / "zds.sock", handler)
     async with trio.open_nursery() as nursery:
         path = await nursery.start(server.run)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         for attempt in range(2):  # the second connection replays the snapshot
             async with open_node_agent_connection(await connect_ztunnel(Path(path)), ack_timeout=5) as conn:
                 await conn.wait_hello()
@@ -187,3 +189,9 @@ async def test_server_listens_on_a_path_and_serves_reconnecting_agents(tmp_path:
     assert [event[0] for event in handler.events] == ["add"]
     assert server.workloads == {}  # closed on shutdown
     assert not (tmp_path / "zds.sock").exists()
+
+
+def test_peer_uid_is_the_connecting_process_user() -> None:
+    ztunnel_side, agent_side = seqpacket_pair()
+    with ztunnel_side, agent_side:
+        assert peer_uid(ztunnel_side) == os.getuid()
