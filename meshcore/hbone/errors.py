@@ -8,6 +8,8 @@ that Istio's telemetry reports.
 
 from __future__ import annotations
 
+import trio
+
 from meshcore.errors import MeshError
 
 
@@ -69,8 +71,12 @@ def rejected(status: int, *, peer: str, authority: str, meaning: str) -> Connect
     )
 
 
-class StreamReset(HboneError):
-    """The peer reset the tunnel's HTTP/2 stream; the TCP side should be reset too."""
+class StreamReset(HboneError, trio.BrokenResourceError):
+    """The peer reset the tunnel's HTTP/2 stream; the TCP side should be reset too.
+
+    Also a ``trio.BrokenResourceError``, which is what generic trio stream code expects when the
+    other end went away abruptly.
+    """
 
     response_flag = "UR"
     hint = "the peer reset the tunnel (HTTP/2 error code {error_code}); check the peer proxy's log"
@@ -80,8 +86,9 @@ class StreamReset(HboneError):
         self.error_code = error_code
 
 
-class ConnectionLost(HboneError):
-    """The HTTP/2 connection carrying the tunnel ended before the tunnel did."""
+class ConnectionLost(HboneError, trio.BrokenResourceError):
+    """The HTTP/2 connection carrying the tunnel ended before the tunnel did (a BrokenResourceError
+    for trio code, like :class:`StreamReset`)."""
 
     response_flag = "UC"
     hint = (

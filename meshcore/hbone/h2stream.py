@@ -11,6 +11,7 @@ is being forwarded — so a slow destination slows the source instead of filling
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
@@ -94,6 +95,10 @@ class HboneStream(trio.abc.HalfCloseableStream):
     # -- the trio stream interface --
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this tunnel")
         self._receiving = True
@@ -146,6 +151,8 @@ class HboneStream(trio.abc.HalfCloseableStream):
             await trio.lowlevel.checkpoint_if_cancelled()
             view = memoryview(data)
             conn = self._host.h2
+            if self._closed or self._eof_sent:
+                raise trio.ClosedResourceError("tunnel stream was closed or half-closed locally")
             while len(view):
                 if self._closed or self._eof_sent:
                     raise trio.ClosedResourceError("tunnel stream was closed or half-closed locally")
@@ -172,6 +179,9 @@ class HboneStream(trio.abc.HalfCloseableStream):
             self._sending = False
 
     async def wait_send_all_might_not_block(self) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            raise trio.ClosedResourceError("tunnel stream was closed locally")
         while not self._closed and self._reset_code is None and self._host.failure() is None:
             if self._host.h2.local_flow_control_window(self.stream_id) > 0:
                 break
