@@ -6,6 +6,7 @@ the namespace behind the fd it received (the way the real one will), on ``del`` 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,10 @@ from ztunnel.capture.rules import rules_present
 from ztunnel.capture.zds import WorkloadInfo
 from ztunnel.capture.zds_server import ZdsServer
 
-pytestmark = pytest.mark.netns
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed (make test installs it)"),
+]
 
 
 class InPodOutbound:

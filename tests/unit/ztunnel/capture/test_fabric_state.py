@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ztunnel.capture.errors import FabricError, UnsafeName
-from ztunnel.capture.fabric import Fabric, FabricState, PodNetwork, cleanup_commands, cleanup_from_state_sync
+from ztunnel.capture.fabric import Fabric
+from ztunnel.capture.fabric_state import FabricState, PodNetwork, cleanup_commands, cleanup_from_state_sync
 
 
 def sample_state() -> FabricState:
