@@ -21,7 +21,7 @@ from meshcore.hbone.errors import (
     StreamReset,
 )
 from meshcore.hbone.h2stream import HboneStream
-from meshcore.hbone.pool import HbonePool, PoolKey
+from meshcore.hbone.pool import HbonePool, PoolKey, tcp_connector
 from meshcore.hbone.server import HboneServer, Respond
 
 __all__ = [
@@ -45,4 +45,5 @@ __all__ = [
     "StreamReset",
     "copy_bidirectional",
     "reset_stream",
+    "tcp_connector",
 ]

@@ -96,8 +96,14 @@ class PoolStatistics:
     dials: int
 
 
-async def _open_tcp(host: str, port: int) -> trio.abc.Stream:
-    return await trio.open_tcp_stream(host, port)
+def tcp_connector(local_address: str | None = None) -> Connector:
+    """Plain TCP dialer; ``local_address`` binds the source IP (proxy mode gives every node and pod an
+    address of its own, DESIGN §4, and the destination sees who is calling by it)."""
+
+    async def connect(host: str, port: int) -> trio.abc.Stream:
+        return await trio.open_tcp_stream(host, port, local_address=local_address)
+
+    return connect
 
 
 class HbonePool:
@@ -107,13 +113,13 @@ class HbonePool:
         self,
         tls_for: TlsFor,
         *,
-        connector: Connector = _open_tcp,
+        connector: Connector | None = None,
         max_streams: int = MAX_STREAMS_PER_CONNECTION,
         idle_timeout: float = IDLE_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self._tls_for = tls_for
-        self._connector = connector
+        self._connector = connector or tcp_connector()
         self._max_streams = max_streams
         self._idle_timeout = idle_timeout
         self._connect_timeout = connect_timeout

@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from meshcore.hbone import ConnectFailed, ConnectTimeout, HandshakeFailed, HbonePool, PoolKey
-from meshcore.hbone.pool import CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_STREAMS_PER_CONNECTION
+from meshcore.hbone.pool import CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, tcp_connector
 from tests.unit.meshcore.hbone.harness import echo_once, memory_mesh
 from tests.unit.meshcore.hbone.pki import Pki, verify_one_of
 
@@ -149,3 +149,13 @@ async def test_a_draining_server_refuses_and_the_pool_moves_on(
             async with mesh.pool.open(mesh.key, AUTHORITY) as (_, second):
                 assert await echo_once(second, b"second") == b"second"
         assert len(mesh.dials) == 2
+
+
+async def test_tcp_connector_binds_the_source_address() -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listeners[0]:
+        port = listeners[0].socket.getsockname()[1]
+        client = await tcp_connector("127.0.0.3")("127.0.0.1", port)
+        server = await listeners[0].accept()
+        async with client, server:
+            assert server.socket.getpeername()[0] == "127.0.0.3"
