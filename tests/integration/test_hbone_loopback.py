@@ -305,3 +305,14 @@ def _frame_types(data: bytes) -> list[int]:
         types.append(data[offset + 3])
         offset += 9 + length
     return types
+
+
+async def test_ipv6_tunnel_with_bracketed_authority() -> None:
+    async with loopback_mesh(host="::1") as mesh:
+        assert mesh.key().address.startswith("[::1]:")
+        async with mesh.pool.open(mesh.key(), f"[::1]:{mesh.echo_port}", forwarded_for=("::1", 5000)) as (
+            response,
+            stream,
+        ):
+            assert response.status == 200
+            assert await echo_once(stream, b"over v6") == b"over v6"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,8 +17,6 @@ from meshcore.hbone.connection import HboneConnection
 from meshcore.hbone.h2stream import HboneStream
 from meshcore.hbone.server import VerifyPeer
 from tests.unit.meshcore.hbone.pki import Pki, verify_any_in_domain, verify_one_of
-
-LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 
 async def echo_app(stream: trio.abc.Stream) -> None:
@@ -93,21 +92,24 @@ class Loopback:
 @asynccontextmanager
 async def loopback_mesh(
     handler: Callable[[ConnectRequest, Respond], object] = tunnel_to_app,
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[Loopback]:
     """Server on 127.0.0.1, echo and sink apps, and a running pool whose key targets the server."""
     pki = Pki()
     server_id, client_id = pki.spiffe("apps", "server"), pki.spiffe("apps", "client")
     sink_events = AppEvents()
     async with trio.open_nursery() as nursery:
-        echo_listeners = await nursery.start(trio.serve_tcp, echo_app, 0)
-        sink_listeners = await nursery.start(trio.serve_tcp, lambda s: sink_app(sink_events, s), 0)
+        echo_listeners = await nursery.start(functools.partial(trio.serve_tcp, echo_app, 0, host=host))
+        sink_listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, lambda s: sink_app(sink_events, s), 0, host=host)
+        )
         server = HboneServer(
             pki.server_context(server_id),
             verify_any_in_domain(),
             handler,  # type: ignore[arg-type]
-            serves=lambda ip: ip == LOOPBACK,
+            serves=lambda ip: ip == ipaddress.ip_address(host),
         )
-        address = await nursery.start(server.run, "127.0.0.1", 0)
+        address = await nursery.start(server.run, host, 0)
         client_ctx = pki.client_context(client_id)
         pool = HbonePool(lambda key: (client_ctx, verify_one_of(key.destination_identities)))
         await nursery.start(pool.run)
