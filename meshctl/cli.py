@@ -1,0 +1,15 @@
+"""The top-level ``meshctl`` click group; each verb lives in its own module and registers here."""
+
+from __future__ import annotations
+
+import click
+
+from meshctl.validate import validate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Operate an ambient-style service mesh: validate, run and inspect it."""
+
+
+cli.add_command(validate)
