@@ -21,19 +21,15 @@ import h2.events
 import structlog
 import trio
 
-from waypoint.h2connection import (
-    MAX_CONCURRENT_STREAMS,
-    H2Engine,
-    H2Stream,
+from waypoint.h2connection import MAX_CONCURRENT_STREAMS, H2Engine, H2Stream
+from waypoint.h2core import goaway_frame, h2_safe_headers, split_pseudo
+from waypoint.h2errors import (
     Http2Error,
     UpstreamConnectionLost,
     UpstreamProtocolError,
     UpstreamRefused,
     UpstreamReset,
     error_name,
-    goaway_frame,
-    h2_safe_headers,
-    split_pseudo,
 )
 from waypoint.messages import Body, Headers, Request, Response
 

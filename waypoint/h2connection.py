@@ -27,13 +27,19 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-import hpack.exceptions
-import hyperframe.frame
 import structlog
 import trio
 
-from meshcore.errors import MeshError
-from waypoint.messages import HOP_BY_HOP, Headers
+from waypoint.h2core import (
+    ends_with_goaway,
+    goaway_frame,
+    goaway_with_code,
+    is_hpack_failure,
+    keep_streams_after_goaway,
+    trailers_problem,
+)
+from waypoint.h2errors import Http2Error, error_name
+from waypoint.messages import Headers
 
 log = structlog.get_logger("waypoint.http2")
 
@@ -50,161 +56,6 @@ CLOSE_FLUSH_TIMEOUT = 5.0
 """How long a closing connection waits for a peer that does not read its last frames."""
 
 _DEFAULT_WINDOW = 65535
-_GOAWAY_FRAME_LEN = 9 + 8
-
-
-def _cheap_data_repr(self: hyperframe.frame.DataFrame) -> str:
-    return f"<{len(self.data)} bytes>"
-
-
-def quiet_data_frame_repr() -> None:
-    """Make h2's per-frame trace ``repr`` of DATA cheap (DESIGN §7).
-
-    h2 formats ``repr(frame)`` for every received frame even with logging off, and a DataFrame's repr
-    hex-encodes the payload (~30 % of a proxy's CPU). Only debug logging reads it, so describe DATA by
-    length. Idempotent; ``meshcore.hbone`` applies the same replacement for the outer connection.
-    """
-    hyperframe.frame.DataFrame._body_repr = _cheap_data_repr  # type: ignore[method-assign,assignment]
-
-
-quiet_data_frame_repr()
-
-
-# -- errors -------------------------------------------------------------------------------------------
-
-
-class Http2Error(MeshError):
-    """Base of the waypoint's HTTP/2 errors."""
-
-
-class DownstreamReset(Http2Error):
-    response_flag = "DR"
-    hint = "the client reset stream {stream_id} ({code}); it gave up or was cancelled"
-
-
-class DownstreamConnectionLost(Http2Error):
-    response_flag = "DC"
-    hint = "the client's HTTP/2 connection ended ({reason})"
-
-
-class UpstreamReset(Http2Error):
-    response_flag = "UR"
-    hint = "the upstream reset stream {stream_id} ({code}); check the upstream's logs"
-
-
-class UpstreamRefused(UpstreamReset):
-    """The upstream never processed the stream (GOAWAY below its id, REFUSED_STREAM): safe to retry."""
-
-    hint = "the upstream refused stream {stream_id} ({code}) without processing it; retry on a new connection"
-
-
-class UpstreamConnectionLost(Http2Error):
-    response_flag = "UC"
-    hint = "the upstream HTTP/2 connection ended ({reason}); is the upstream restarting or overloaded?"
-
-
-class UpstreamProtocolError(Http2Error):
-    response_flag = "UPE"
-    hint = "the upstream sent invalid HTTP/2 ({reason}); is it really speaking h2c on that port?"
-
-
-def error_name(code: int) -> str:
-    try:
-        return h2.errors.ErrorCodes(code).name
-    except ValueError:
-        return f"error {code}"
-
-
-# -- header helpers -------------------------------------------------------------------------------------
-
-
-def h2_safe_headers(headers: Headers, *, keep_te_trailers: bool) -> Headers:
-    """Lower-cased headers without connection-specific fields, which HTTP/2 forbids (RFC 9113 §8.2.2).
-
-    ``te: trailers`` is the one exception a request may carry (gRPC servers require it).
-    """
-    result: Headers = []
-    named = {
-        token.strip().lower()
-        for key, value in headers
-        if key.lower() == b"connection"
-        for token in value.split(b",")
-        if token.strip()
-    }
-    for key, value in headers:
-        name = key.lower()
-        if name.startswith(b":") or name == b"host":
-            continue
-        if name == b"te":
-            if keep_te_trailers and value.strip().lower() == b"trailers":
-                result.append((b"te", b"trailers"))
-            continue
-        if name in HOP_BY_HOP or name in named:
-            continue
-        result.append((name, value))
-    return result
-
-
-def split_pseudo(headers: list[tuple[bytes, bytes]]) -> tuple[dict[bytes, bytes], Headers]:
-    """Pseudo-headers as a dict and the regular fields in order (h2 has already validated the block)."""
-    pseudo: dict[bytes, bytes] = {}
-    regular: Headers = []
-    for key, value in headers:
-        if key.startswith(b":"):
-            pseudo.setdefault(key, value)
-        else:
-            regular.append((key, value))
-    return pseudo, regular
-
-
-def goaway_with_code(data: bytes, code: int) -> bytes:
-    """Rewrite the error code of the GOAWAY h2 queued as the last frame of ``data``.
-
-    h2 answers an undecodable HPACK block with PROTOCOL_ERROR; RFC 9113 §4.3 asks for
-    COMPRESSION_ERROR. h2 serialises its GOAWAY without debug data, i.e. as the final 17 bytes, type 7.
-    Anything else is returned unchanged.
-    """
-    if not ends_with_goaway(data):
-        return data
-    return data[:-4] + code.to_bytes(4, "big")
-
-
-def keep_streams_after_goaway(conn: h2.connection.H2Connection) -> None:
-    """Let streams below a peer's GOAWAY finish, as RFC 9113 §6.8 intends.
-
-    h2's connection state machine closes on *any* received GOAWAY, after which it refuses to send or
-    receive anything, so a graceful NO_ERROR GOAWAY would kill the requests in flight. This instance
-    keeps its open state instead; refusing new streams (and failing on an error GOAWAY) is the
-    engine's job.
-    """
-    machine = conn.state_machine
-    table = dict(machine._transitions)
-    states = h2.connection.ConnectionState
-    goaway = h2.connection.ConnectionInputs.RECV_GOAWAY
-    for state in (states.IDLE, states.CLIENT_OPEN, states.SERVER_OPEN):
-        table[(state, goaway)] = (None, state)
-    machine._transitions = table
-
-
-def goaway_frame(last_stream_id: int, code: int = h2.errors.ErrorCodes.NO_ERROR) -> bytes:
-    """A serialised GOAWAY built around h2: its own NO_ERROR GOAWAY would close the connection at once,
-    and it sends none at all for a bad client preface."""
-    frame = hyperframe.frame.GoAwayFrame(0)
-    frame.last_stream_id = last_stream_id
-    frame.error_code = code
-    return bytes(frame.serialize())
-
-
-def ends_with_goaway(data: bytes) -> bool:
-    """Whether h2's output ends with the 17-byte GOAWAY it serialises (no debug data)."""
-    return len(data) >= _GOAWAY_FRAME_LEN and data[-_GOAWAY_FRAME_LEN:][:4] == b"\x00\x00\x08\x07"
-
-
-def _is_hpack_failure(exc: BaseException) -> bool:
-    cause = exc.__cause__
-    return isinstance(cause, hpack.exceptions.HPACKError) and not isinstance(
-        cause, hpack.exceptions.OversizedHeaderListError
-    )
 
 
 # -- streams --------------------------------------------------------------------------------------------
@@ -302,11 +153,17 @@ class H2Engine:
     """One HTTP/2 connection over a trio stream; subclassed by the server and the client."""
 
     client_side = False
+    validate_inbound_headers = True
+    """The server turns this off and validates request heads itself (a stream error, not GOAWAY)."""
 
     def __init__(self, transport: trio.abc.Stream, *, peer: str = "") -> None:
         self.transport = transport
         self.peer = peer
-        config = h2.config.H2Configuration(client_side=self.client_side, header_encoding=None)
+        config = h2.config.H2Configuration(
+            client_side=self.client_side,
+            header_encoding=None,
+            validate_inbound_headers=self.validate_inbound_headers,
+        )
         self.h2 = h2.connection.H2Connection(config=config)
         settings: dict[h2.settings.SettingCodes, int] = {
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
@@ -555,7 +412,7 @@ class H2Engine:
         except h2.exceptions.ProtocolError as exc:
             code = int(getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR))
             pending = self.h2.data_to_send()
-            if _is_hpack_failure(exc):
+            if is_hpack_failure(exc):
                 code = h2.errors.ErrorCodes.COMPRESSION_ERROR
                 pending = goaway_with_code(pending, code)
             if not ends_with_goaway(pending):
@@ -583,8 +440,13 @@ class H2Engine:
             self.on_headers(event)
         elif isinstance(event, h2.events.TrailersReceived):
             stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.on_trailers(list(event.headers or []))
+            trailers = list(event.headers or [])
+            problem = trailers_problem(trailers)
+            if problem is not None and event.stream_id is not None:
+                log.info("http2_malformed_trailers", peer=self.peer, stream_id=event.stream_id, error=problem)
+                self.reset(event.stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            elif stream is not None:
+                stream.on_trailers(trailers)
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id)
             if stream is not None:

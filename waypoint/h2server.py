@@ -20,17 +20,9 @@ import h2.events
 import structlog
 import trio
 
-from waypoint.h2connection import (
-    DownstreamConnectionLost,
-    DownstreamReset,
-    H2Engine,
-    H2Stream,
-    Http2Error,
-    error_name,
-    goaway_frame,
-    h2_safe_headers,
-    split_pseudo,
-)
+from waypoint.h2connection import H2Engine, H2Stream
+from waypoint.h2core import goaway_frame, h2_safe_headers, request_fields, request_head_problem
+from waypoint.h2errors import DownstreamConnectionLost, DownstreamReset, Http2Error, error_name
 from waypoint.messages import Body, Request, Response, local_response
 
 log = structlog.get_logger("waypoint.http2")
@@ -44,6 +36,7 @@ class Http2ServerConnection(H2Engine):
     """The server side of one downstream HTTP/2 connection."""
 
     client_side = False
+    validate_inbound_headers = False
 
     def __init__(self, transport: trio.abc.Stream, handler: Handler, *, peer: str = "") -> None:
         super().__init__(transport, peer=peer)
@@ -66,10 +59,16 @@ class Http2ServerConnection(H2Engine):
         if self.draining and event.stream_id > self._goaway_last_stream_id:
             self.reset(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
+        raw_headers = list(event.headers or [])
+        problem = request_head_problem(raw_headers)
+        if problem is not None:
+            log.info("http2_malformed_request", peer=self.peer, stream_id=event.stream_id, error=problem)
+            self.reset(event.stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return
         stream = H2Stream(self, event.stream_id)
         stream.cancel_scope = trio.CancelScope()
         self.streams[event.stream_id] = stream
-        pseudo, headers = split_pseudo(list(event.headers or []))
+        pseudo, headers = request_fields(raw_headers)
         body = Body(buffer_limit=REQUEST_BUFFER_LIMIT)
         request = Request(
             method=pseudo.get(b":method", b""),
@@ -117,9 +116,15 @@ class Http2ServerConnection(H2Engine):
         with scope:
             try:
                 response = await self._handler(request)
-            except Http2Error as exc:
+            except (DownstreamReset, DownstreamConnectionLost) as exc:
                 log.info("http2_stream_failed", peer=self.peer, stream_id=stream_id, error=str(exc))
                 response = None
+            except Http2Error as exc:
+                # An upstream failure the handler let through, before any response started: answer
+                # like Envoy does, 503 with the flag, rather than a bare reset.
+                log.info("http2_upstream_failed", peer=self.peer, stream_id=stream_id, error=str(exc))
+                text = f"upstream connect error or disconnect/reset before headers: {exc.message}\n"
+                response = local_response(503, text, flags=exc.response_flag)
             except Exception as exc:
                 log.exception("http2_handler_failed", peer=self.peer, stream_id=stream_id)
                 response = local_response(500, f"waypoint handler failed: {type(exc).__name__}\n")

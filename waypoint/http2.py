@@ -3,12 +3,16 @@
 * :func:`serve_http2` — prior-knowledge h2c server on any trio stream (the inner stream of a tunnel);
 * :class:`Http2ClientConnection` / :func:`open_http2_client` — multiplexed h2c towards upstreams;
 * :func:`sniff_protocol` / :func:`sniff_stream` — pick HTTP/2 or HTTP/1.1 per connection.
+
+Behind them: :mod:`waypoint.h2connection` (the trio engine both sides share: single writer, flow
+control acknowledged on consumption), :mod:`waypoint.h2core` (I/O-free rules: request validation,
+header shaping, GOAWAY frames, fixes around h2), :mod:`waypoint.h2errors` (errors with response flags).
 """
 
 from __future__ import annotations
 
 from waypoint.h2client import Http2ClientConnection, open_http2_client
-from waypoint.h2connection import (
+from waypoint.h2errors import (
     DownstreamConnectionLost,
     DownstreamReset,
     Http2Error,

@@ -18,7 +18,7 @@ import h2.settings
 import pytest
 import trio
 
-from waypoint.h2connection import goaway_frame
+from waypoint.h2core import goaway_frame
 from waypoint.http2 import (
     Http2ClientConnection,
     UpstreamConnectionLost,

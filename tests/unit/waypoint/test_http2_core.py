@@ -12,13 +12,16 @@ import pytest
 import trio
 import trio.testing
 
-from waypoint.h2connection import (
+from waypoint.h2core import (
     ends_with_goaway,
     goaway_frame,
     goaway_with_code,
     h2_safe_headers,
     keep_streams_after_goaway,
+    request_fields,
+    request_head_problem,
     split_pseudo,
+    trailers_problem,
 )
 from waypoint.h2sniff import H2_PREFACE, sniff_protocol, sniff_stream
 
@@ -172,3 +175,76 @@ def test_without_the_fix_h2_refuses_everything_after_a_goaway() -> None:
     server.send_headers(1, [(b":status", b"200")], end_stream=True)
     with pytest.raises(h2.exceptions.ProtocolError):
         client.receive_data(server.data_to_send())
+
+
+BASE_HEAD = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"svc"), (b":path", b"/")]
+HEAD_CASES = [
+    ("plain GET", BASE_HEAD, None),
+    (
+        "gRPC POST with te",
+        [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/pkg.Svc/Call"), (b"te", b"trailers")],
+        None,
+    ),
+    ("CONNECT", [(b":method", b"CONNECT"), (b":authority", b"10.0.0.1:80")], None),
+    (
+        "extended CONNECT",
+        [(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"), (b":path", b"/ws")],
+        None,
+    ),
+    ("CONNECT without authority", [(b":method", b"CONNECT")], "CONNECT without :authority"),
+    ("empty path", [*BASE_HEAD[:3], (b":path", b"")], "missing or empty :path"),
+    ("missing scheme", [BASE_HEAD[0], *BASE_HEAD[2:]], "missing :scheme"),
+    ("duplicate method", [*BASE_HEAD, (b":method", b"PUT")], "duplicate pseudo-header :method"),
+    (
+        "upper-case",
+        [*BASE_HEAD, (b"X-A", b"1")],
+        "invalid header name b'X-A' (names must be lower-case tokens)",
+    ),
+    (
+        "space in name",
+        [*BASE_HEAD, (b"x a", b"1")],
+        "invalid header name b'x a' (names must be lower-case tokens)",
+    ),
+    ("padded value", [*BASE_HEAD, (b"x-a", b" 1")], "header x-a has surrounding whitespace in its value"),
+    ("NUL in value", [*BASE_HEAD, (b"x-a", b"1\x002")], "header x-a has a CR, LF or NUL in its value"),
+    (
+        "keep-alive",
+        [*BASE_HEAD, (b"keep-alive", b"5")],
+        "connection-specific header keep-alive is not allowed in HTTP/2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "head", "problem"), HEAD_CASES, ids=[c[0] for c in HEAD_CASES])
+def test_request_head_problem(case: str, head: list[tuple[bytes, bytes]], problem: str | None) -> None:
+    assert request_head_problem(head) == problem
+
+
+@pytest.mark.parametrize(
+    ("trailers", "problem"),
+    [
+        ([(b"grpc-status", b"0"), (b"grpc-message", b"")], None),
+        ([(b":status", b"200")], "pseudo-header :status in trailers"),
+        ([(b"Grpc-Status", b"0")], "invalid header name b'Grpc-Status' (names must be lower-case tokens)"),
+    ],
+)
+def test_trailers_problem(trailers: list[tuple[bytes, bytes]], problem: str | None) -> None:
+    assert trailers_problem(trailers) == problem
+
+
+def test_request_fields_take_authority_from_host_and_join_cookies() -> None:
+    pseudo, fields = request_fields(
+        [
+            (b":method", b"GET"),
+            (b":path", b"/"),
+            (b"host", b"a:1"),
+            (b"cookie", b"x=1"),
+            (b"y", b"2"),
+            (b"cookie", b"z=3"),
+        ]
+    )
+    assert pseudo[b":authority"] == b"a:1"
+    assert fields == [(b"cookie", b"x=1; z=3"), (b"y", b"2")]
+    pseudo, fields = request_fields([(b":authority", b"svc"), (b"host", b"other")])
+    assert pseudo[b":authority"] == b"svc"
+    assert fields == []

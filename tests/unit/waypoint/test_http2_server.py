@@ -19,8 +19,15 @@ import hyperframe.frame
 import pytest
 import trio
 
+from waypoint.h2core import keep_streams_after_goaway
 from waypoint.h2sniff import H2_PREFACE
-from waypoint.http2 import DownstreamReset, open_http2_client, serve_http2
+from waypoint.http2 import (
+    DownstreamReset,
+    Http2ServerConnection,
+    UpstreamConnectionLost,
+    open_http2_client,
+    serve_http2,
+)
 from waypoint.messages import Body, Request, Response, header_value
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -381,3 +388,143 @@ async def test_client_goaway_lets_streams_in_flight_finish() -> None:
         ended = await raw.wait_for(lambda e: isinstance(e, h2.events.StreamEnded))
         assert isinstance(ended, h2.events.StreamEnded)
         assert ended.stream_id == 1
+
+
+def lenient_client(stream: trio.SocketStream) -> RawClient:
+    """A raw client whose h2 sends header blocks as given, however malformed."""
+    client = RawClient(stream)
+    client.h2 = h2.connection.H2Connection(
+        h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+    )
+    client.h2.initiate_connection()
+    return client
+
+
+MALFORMED_HEADS = [
+    ("upper-case name", [*request_headers(), (b"X-Upper", b"1")]),
+    ("missing :path", [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"svc")]),
+    ("missing :method", [(b":scheme", b"http"), (b":authority", b"svc"), (b":path", b"/")]),
+    ("connection header", [*request_headers(), (b"connection", b"close")]),
+    ("transfer-encoding", [*request_headers(), (b"transfer-encoding", b"chunked")]),
+    ("te other than trailers", [*request_headers(), (b"te", b"gzip")]),
+    ("unknown pseudo-header", [*request_headers(), (b":status", b"200")]),
+    ("pseudo after regular", [(b":method", b"GET"), (b"x-a", b"1"), (b":scheme", b"http"), (b":path", b"/")]),
+    ("newline in a value", [*request_headers(), (b"x-a", b"1\r\nx-b: 2")]),
+    ("CONNECT with a path", [(b":method", b"CONNECT"), (b":authority", b"svc:80"), (b":path", b"/")]),
+]
+
+
+@pytest.mark.parametrize(("case", "head"), MALFORMED_HEADS, ids=[case for case, _ in MALFORMED_HEADS])
+async def test_a_malformed_request_head_resets_only_its_stream(
+    case: str, head: list[tuple[bytes, bytes]]
+) -> None:
+    async with h2_server() as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            raw = lenient_client(stream)
+            await raw.flush()
+            raw.h2.send_headers(1, head, end_stream=True)
+            raw.h2.send_headers(3, request_headers(b"/fine"), end_stream=True)
+            await raw.flush()
+            reset = await raw.wait_for(lambda e: isinstance(e, h2.events.StreamReset))
+            assert isinstance(reset, h2.events.StreamReset)
+            assert (reset.stream_id, reset.error_code) == (1, h2.errors.ErrorCodes.PROTOCOL_ERROR), case
+            ended = await raw.wait_for(lambda e: isinstance(e, h2.events.StreamEnded))
+            assert isinstance(ended, h2.events.StreamEnded)
+            assert ended.stream_id == 3
+    assert not any(isinstance(frame, hyperframe.frame.GoAwayFrame) for frame in raw.frames)
+
+
+async def test_trailers_with_a_pseudo_header_reset_the_stream() -> None:
+    async with h2_server() as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            raw = lenient_client(stream)
+            raw.h2.send_headers(1, request_headers(method=b"POST"))
+            raw.h2.send_data(1, b"body")
+            raw.h2.send_headers(1, [(b":path", b"/sneaky")], end_stream=True)
+            await raw.flush()
+            reset = await raw.wait_for(lambda e: isinstance(e, h2.events.StreamReset))
+            assert isinstance(reset, h2.events.StreamReset)
+            assert (reset.stream_id, reset.error_code) == (1, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+
+
+async def test_host_stands_in_for_authority_and_cookie_crumbs_are_joined() -> None:
+    async def show(request: Request) -> Response:
+        text = b"authority=%s\n" % request.authority + b"".join(
+            b"%s: %s\n" % pair for pair in request.headers
+        )
+        return Response(status=200, body=Body.from_bytes(text))
+
+    async with h2_server(show) as port, RawClient.connect(port) as raw:
+        head = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/")]
+        head += [(b"host", b"search:8080"), (b"cookie", b"a=1"), (b"x-mid", b"m"), (b"cookie", b"b=2")]
+        raw.h2.send_headers(1, head, end_stream=True)
+        await raw.flush()
+        data = await raw.wait_for(lambda e: isinstance(e, h2.events.DataReceived))
+        assert isinstance(data, h2.events.DataReceived)
+    assert data.data == b"authority=search:8080\nx-mid: m\ncookie: a=1; b=2\n"
+
+
+async def test_an_upstream_failure_the_handler_lets_through_becomes_a_503_with_its_flag() -> None:
+    async def failing(request: Request) -> Response:
+        raise UpstreamConnectionLost("HTTP/2 connection to 10.0.0.9:8080 ended", reason="peer closed")
+
+    async with h2_server(failing) as port:
+        response = await get(port, b"/x")
+    assert response.status == 503
+    text = await response.body.read_all(4096)
+    assert text.startswith(b"upstream connect error or disconnect/reset before headers")
+    assert b"10.0.0.9:8080" in text
+
+
+async def test_drain_finishes_streams_in_flight_refuses_new_ones_and_closes() -> None:
+    release = trio.Event()
+    started = trio.Event()
+
+    async def handler(request: Request) -> Response:
+        started.set()
+        await release.wait()
+        return await echo(request)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listeners[0], trio.open_nursery() as nursery:
+        stream = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
+        server = Http2ServerConnection(await listeners[0].accept(), handler)
+        await nursery.start(server.run)
+        async with stream:
+            raw = RawClient(stream)
+            keep_streams_after_goaway(raw.h2)
+            raw.h2.send_headers(1, request_headers(b"/inflight"), end_stream=True)
+            await raw.flush()
+            await started.wait()
+            server.drain()
+            # The raw client's h2 would close on GOAWAY, so the frame is read from the recording.
+            raw.h2.ping(b"drain-01")
+            await raw.flush()
+            await raw.wait_for(lambda e: isinstance(e, h2.events.PingAckReceived))
+            goaways = [frame for frame in raw.frames if isinstance(frame, hyperframe.frame.GoAwayFrame)]
+            assert [(g.last_stream_id, g.error_code) for g in goaways] == [(1, 0)]
+            raw.h2.send_headers(3, request_headers(b"/too-late"), end_stream=True)
+            await raw.flush()
+            refused = await raw.wait_for(lambda e: isinstance(e, h2.events.StreamReset))
+            assert isinstance(refused, h2.events.StreamReset)
+            assert (refused.stream_id, refused.error_code) == (3, h2.errors.ErrorCodes.REFUSED_STREAM)
+            release.set()
+            ended = await raw.wait_for(lambda e: isinstance(e, h2.events.StreamEnded))
+            assert isinstance(ended, h2.events.StreamEnded)
+            assert ended.stream_id == 1
+            with trio.fail_after(10):
+                while await stream.receive_some(65536):
+                    pass  # the server closes once the stream is done
+
+
+def test_data_frame_repr_does_not_hex_encode_the_payload() -> None:
+    frame = hyperframe.frame.DataFrame(1, data=b"\xab" * 4096)
+    assert "abab" not in repr(frame)
+    assert "4096 bytes" in repr(frame)
