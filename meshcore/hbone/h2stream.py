@@ -5,8 +5,9 @@ So a proxy can copy between a TCP socket and a tunnel with the same code it uses
 from the peer surfaces as :class:`~meshcore.hbone.errors.StreamReset` so the proxy resets TCP too.
 
 Flow control is what makes the tunnel back-pressure end to end: received data is acknowledged to h2
-(opening the HTTP/2 windows again) only when ``receive_some`` hands it to the consumer — i.e. once it
-is being forwarded — so a slow destination slows the source instead of filling our memory.
+(opening the HTTP/2 windows again) only when ``receive_some`` hands it to the consumer. A copy loop
+asks for the next chunk only after forwarding the previous one, so at most one chunk beyond the
+window is ever in flight, and a slow destination slows the source instead of filling our memory.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import h2.errors
 import structlog
 import trio
 
-from meshcore.hbone.connect import STATUS_MEANING, ConnectResponse, build_connect_headers
+from meshcore.hbone.connect import STATUS_MEANING, ConnectResponse, IPAddress, build_connect_headers
 from meshcore.hbone.connection import HboneConnection
 from meshcore.hbone.errors import (
     ConnectFailed,
@@ -143,16 +143,31 @@ class HbonePool:
 
     @asynccontextmanager
     async def open(
-        self, key: PoolKey, authority: str, headers: Sequence[tuple[str, str]] = (), **connect_headers: object
+        self,
+        key: PoolKey,
+        authority: str,
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        forwarded_for: tuple[IPAddress | str, int] | None = None,
+        forwarded_host: str | None = None,
+        baggage: str | None = None,
+        traceparent: str | None = None,
     ) -> AsyncIterator[tuple[ConnectResponse, HboneStream]]:
-        """Open a tunnel to ``authority`` through ``key.host``; yields (response, stream).
+        """Open a tunnel to ``authority`` (``ip:port`` / ``[v6]:port``) through ``key.host``.
 
-        ``connect_headers`` are :func:`~meshcore.hbone.connect.build_connect_headers` keywords
-        (``forwarded_for``, ``forwarded_host``, ``baggage``, ``traceparent``). A non-200 answer raises
-        :class:`~meshcore.hbone.errors.ConnectRejected` carrying the status. The stream is closed on
-        exit (RST if the tunnel did not finish both ways).
+        Yields (response, stream). ``forwarded_for`` is the original client address (sent as
+        ``forwarded: for="ip:port"``); ``headers`` are extra request headers. A non-200 answer raises
+        :class:`~meshcore.hbone.errors.ConnectRejected` (``ConnectDenied`` for 401) carrying the status.
+        The stream is closed on exit (RST_STREAM if the tunnel did not finish both ways).
         """
-        request = build_connect_headers(authority, extra=headers, **connect_headers)  # type: ignore[arg-type]
+        request = build_connect_headers(
+            authority,
+            forwarded_for=forwarded_for,
+            forwarded_host=forwarded_host,
+            baggage=baggage,
+            traceparent=traceparent,
+            extra=headers,
+        )
         entry, stream = await self._open_stream(key, request)
         try:
             try:
