@@ -494,6 +494,7 @@ class OutlierDetection:
     max_ejection_time: float = 300.0
     max_ejection_percent: int = 10
     min_health_percent: int = 0
+    always_eject_one: bool = False  # Envoy always_eject_one_host; Istio does not set it
 
     def __attrs_post_init__(self) -> None:
         if self.interval <= 0 or self.base_ejection_time <= 0:

@@ -8,12 +8,13 @@ What Envoy does (and so what Istio's ``outlierDetection`` means):
   consecutive-5xx counter, and a 502/503/504 also the consecutive-gateway-error counter; any other
   status resets both.
 * Reaching ``consecutive5xxErrors`` or ``consecutiveGatewayErrors`` ejects the endpoint at once (not on
-  the tick), unless ejected endpoints already make up ``maxEjectionPercent`` of the cluster — except
-  that one endpoint may always be ejected when none is.
+  the tick) if the ejected share *including it* stays within ``maxEjectionPercent``: with the default
+  10 %, ten endpoints allow one ejection and nine allow none (current Envoy; ``always_eject_one``
+  is Envoy's ``always_eject_one_host`` escape). The counter that fired is reset either way.
 * An ejection lasts ``baseEjectionTime * n`` where ``n`` counts the endpoint's ejections, capped by
   ``max(maxEjectionTime, baseEjectionTime)``. The endpoint returns on the first ``interval`` tick
-  after that time has passed. On each tick where an endpoint is in service, ``n`` is decremented, so
-  an endpoint that stays healthy drifts back to the base ejection time.
+  after that time has passed, with both counters reset. On each tick where an endpoint is in service,
+  ``n`` is decremented, so an endpoint that stays healthy drifts back to the base ejection time.
 
 The shell calls :meth:`OutlierDetector.report` after each attempt and :meth:`OutlierDetector.tick`
 every ``interval``; both take ``now`` so tests choose the clock.
@@ -43,7 +44,7 @@ class EjectionEvent:
     at: float
     reason: EjectionReason | None = None
     duration: float | None = None
-    times_ejected: int = 0
+    multiplier: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -53,7 +54,8 @@ class EndpointHealth:
     endpoint: str
     ejected: bool
     ejected_until: float | None
-    times_ejected: int
+    ejection_multiplier: int
+    total_ejections: int
     consecutive_5xx: int
     consecutive_gateway_errors: int
 
@@ -65,6 +67,7 @@ class _HostState:
     ejected_at: float | None = None
     ejection_duration: float = 0.0
     multiplier: int = 0
+    ejections: int = 0
 
 
 def _is_gateway_error(status: int) -> bool:
@@ -75,6 +78,7 @@ class OutlierDetector:
     def __init__(self, params: OutlierDetection) -> None:
         self.params = params
         self._hosts: dict[str, _HostState] = {}
+        self.overflows = 0
 
     # -- membership ---------------------------------------------------------------------------------
 
@@ -114,11 +118,13 @@ class OutlierDetector:
             state.consecutive_gateway += 1
         gateway_limit = self.params.consecutive_gateway_errors
         if gateway_limit and state.consecutive_gateway >= gateway_limit:
+            state.consecutive_gateway = 0
             event = self._eject(endpoint, state, now, EjectionReason.CONSECUTIVE_GATEWAY_FAILURE)
             if event is not None:
                 return event
         limit_5xx = self.params.consecutive_5xx
         if limit_5xx and state.consecutive_5xx >= limit_5xx:
+            state.consecutive_5xx = 0
             return self._eject(endpoint, state, now, EjectionReason.CONSECUTIVE_5XX)
         return None
 
@@ -127,17 +133,19 @@ class OutlierDetector:
     ) -> EjectionEvent | None:
         ejected_now = sum(1 for s in self._hosts.values() if s.ejected_at is not None)
         allowed = 100 * (ejected_now + 1) <= self.params.max_ejection_percent * len(self._hosts)
-        if not allowed and ejected_now > 0:
-            return None  # over maxEjectionPercent; Envoy still always allows the first ejection
-        state.multiplier += 1
-        cap = max(self.params.max_ejection_time, self.params.base_ejection_time)
-        state.ejection_duration = min(self.params.base_ejection_time * state.multiplier, cap)
+        if not allowed and not (self.params.always_eject_one and ejected_now == 0):
+            self.overflows += 1  # Envoy's ejections_overflow
+            return None
+        base = self.params.base_ejection_time
+        cap = max(self.params.max_ejection_time, base)
+        if base * state.multiplier < cap + base:  # Envoy stops growing it once base*n passes the cap
+            state.multiplier += 1
+        state.ejections += 1
+        state.ejection_duration = min(base * state.multiplier, cap)
         state.ejected_at = now
-        state.consecutive_5xx = 0
-        state.consecutive_gateway = 0
         return EjectionEvent(
             endpoint=endpoint, ejected=True, at=now, reason=reason,
-            duration=state.ejection_duration, times_ejected=state.multiplier,
+            duration=state.ejection_duration, multiplier=state.multiplier,
         )
 
     # -- the interval sweep -------------------------------------------------------------------------
@@ -149,8 +157,10 @@ class OutlierDetector:
             if state.ejected_at is not None:
                 if now - state.ejected_at >= state.ejection_duration:
                     state.ejected_at = None
+                    state.consecutive_5xx = 0
+                    state.consecutive_gateway = 0
                     events.append(EjectionEvent(endpoint=key, ejected=False, at=now,
-                                                times_ejected=state.multiplier))
+                                                multiplier=state.multiplier))
             elif state.multiplier > 0:
                 state.multiplier -= 1
         return events
@@ -173,7 +183,8 @@ class OutlierDetector:
                 ejected_until=(
                     None if state.ejected_at is None else state.ejected_at + state.ejection_duration
                 ),
-                times_ejected=state.multiplier,
+                ejection_multiplier=state.multiplier,
+                total_ejections=state.ejections,
                 consecutive_5xx=state.consecutive_5xx,
                 consecutive_gateway_errors=state.consecutive_gateway,
             )

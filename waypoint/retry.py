@@ -20,7 +20,9 @@ once response headers went downstream (the shell does not ask then). Each retry 
 flag ``UO``. Giving up on a retriable result because attempts ran out adds ``URX``.
 
 Back-off is Envoy's fully jittered exponential: before retry *n* (1-based) wait a uniform random time
-in ``[0, min((2^n - 1) * base, max))``, base 25 ms and max 10 times the base by default.
+in ``[0, min(2^(n-1) * base, max))``, base 25 ms and max 10 times the base by default: 0-25 ms, 0-50,
+0-100, 0-200, then 0-250 ms. (Envoy's router docs give ``[0, (2^n - 1) * base)``; the strategy in
+Envoy's source doubles a running interval starting at the base, which is what is implemented.)
 """
 
 from __future__ import annotations
@@ -114,8 +116,8 @@ def is_retriable(policy: RetryPolicy, result: AttemptResult) -> bool:
 
 
 def backoff_delay(policy: RetryPolicy, retry_number: int, rng: random.Random) -> float:
-    """Seconds to wait before retry ``retry_number`` (1-based): uniform in [0, min((2^n-1)*base, max))."""
-    ceiling = min(((1 << retry_number) - 1) * policy.backoff_base, policy.effective_backoff_max)
+    """Seconds to wait before retry ``retry_number`` (1-based): uniform in [0, min(2^(n-1)*base, max))."""
+    ceiling = min((1 << (retry_number - 1)) * policy.backoff_base, policy.effective_backoff_max)
     return rng.random() * ceiling
 
 
@@ -137,9 +139,12 @@ class RetryState:
     def retries_used(self) -> int:
         return self.attempt - 1
 
-    @property
-    def per_try_timeout(self) -> float | None:
-        return self.policy.per_try_timeout if self.policy is not None else None
+    def per_try_timeout(self, route_timeout: float | None) -> float | None:
+        """The per-attempt deadline; Envoy ignores a per-try timeout not shorter than the route's."""
+        per_try = self.policy.per_try_timeout if self.policy is not None else None
+        if per_try is None or (route_timeout is not None and per_try >= route_timeout):
+            return None
+        return per_try
 
     def attempt_header(self) -> tuple[bytes, bytes]:
         return (b"x-envoy-attempt-count", str(self.attempt).encode())

@@ -109,19 +109,33 @@ def test_healthy_ticks_decrement_the_multiplier() -> None:
     assert event.duration == 30.0  # type: ignore[attr-defined]
 
 
-def test_max_ejection_percent_caps_ejections() -> None:
-    d = detector(consecutive_5xx=1, max_ejection_percent=34)  # 1 of 3 = 33 %, 2 of 3 = 67 %
-    fail(d, 1, now=0.0, host=HOSTS[0])
-    fail(d, 1, now=0.0, host=HOSTS[1])
-    assert d.ejected == {HOSTS[0]}
+@pytest.mark.parametrize(("hosts", "percent", "ejectable"), [
+    (10, 10, 1), (20, 10, 2), (9, 10, 0), (3, 34, 1), (3, 67, 2), (3, 100, 3),
+], ids=["10-hosts-10pct-one", "20-hosts-10pct-two", "9-hosts-10pct-none", "3-hosts-34pct-one",
+        "3-hosts-67pct-two", "3-hosts-100pct-all"])
+def test_max_ejection_percent_counts_the_candidate(hosts: int, percent: int, ejectable: int) -> None:
+    """Current Envoy: eject only if 100*(ejected+1)/hosts <= maxEjectionPercent."""
+    d = OutlierDetector(OutlierDetection(consecutive_5xx=1, max_ejection_percent=percent))
+    keys = [f"10.0.1.{i}:80" for i in range(hosts)]
+    d.set_endpoints(keys)
+    for key in keys:
+        d.report(key, 0.0, status=503)
+    assert len(d.ejected) == ejectable
+    assert d.overflows == hosts - ejectable
 
 
-def test_at_least_one_endpoint_may_be_ejected_even_below_one_percent_share() -> None:
-    d = detector(consecutive_5xx=1, max_ejection_percent=10)  # 1 of 3 > 10 %, still ejected
-    fail(d, 1, now=0.0)
+def test_always_eject_one_lets_a_small_cluster_eject_its_first_endpoint() -> None:
+    d = detector(consecutive_5xx=1, max_ejection_percent=10, always_eject_one=True)
+    for host in HOSTS:
+        d.report(host, 0.0, status=500)
     assert d.ejected == {BAD}
-    fail(d, 1, now=0.0, host=HOSTS[1])
-    assert d.ejected == {BAD}
+
+
+def test_refused_ejection_resets_the_counter_that_fired() -> None:
+    d = detector(consecutive_5xx=2, max_ejection_percent=0)
+    fail(d, 2, now=0.0)
+    assert not d.is_ejected(BAD)
+    assert {h.endpoint: h.consecutive_5xx for h in d.health()}[BAD] == 0
 
 
 def test_health_snapshot_for_config_dump() -> None:
@@ -129,7 +143,8 @@ def test_health_snapshot_for_config_dump() -> None:
     fail(d, 2, now=5.0)
     fail(d, 1, now=5.0, host=HOSTS[1])
     health = {h.endpoint: h for h in d.health()}
-    assert health[BAD].ejected and health[BAD].ejected_until == 35.0 and health[BAD].times_ejected == 1
+    assert health[BAD].ejected and health[BAD].ejected_until == 35.0 and health[BAD].ejection_multiplier == 1
+    assert health[BAD].total_ejections == 1
     assert not health[HOSTS[1]].ejected and health[HOSTS[1]].consecutive_5xx == 1
 
 

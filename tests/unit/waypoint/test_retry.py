@@ -122,11 +122,21 @@ def test_max_retries_budget_refuses_with_UO_and_is_released() -> None:
 @pytest.mark.parametrize("retry_number", [1, 2, 3, 4, 5])
 def test_backoff_is_fully_jittered_exponential_capped_at_ten_times_base(retry_number: int) -> None:
     p = policy("5xx")
-    ceiling = min((2**retry_number - 1) * 0.025, 0.25)
+    ceiling = {1: 0.025, 2: 0.05, 3: 0.1, 4: 0.2, 5: 0.25}[retry_number]
     rng = random.Random(retry_number)
     delays = [backoff_delay(p, retry_number, rng) for _ in range(2000)]
     assert all(0 <= d < ceiling for d in delays)
     assert max(delays) > 0.9 * ceiling and min(delays) < 0.1 * ceiling  # spread over the whole range
+
+
+@pytest.mark.parametrize(("per_try", "route_timeout", "effective"), [
+    (1.0, None, 1.0), (1.0, 5.0, 1.0), (5.0, 5.0, None), (None, 5.0, None),
+], ids=["no-route-timeout", "shorter-than-route", "not-shorter-is-ignored", "unset"])
+def test_per_try_timeout_only_counts_when_shorter_than_the_route_timeout(
+    per_try: float | None, route_timeout: float | None, effective: float | None
+) -> None:
+    state = RetryState(RetryPolicy.from_istio(2, "5xx", per_try_timeout=per_try))
+    assert state.per_try_timeout(route_timeout) == effective
 
 
 def test_tried_endpoints_are_collected_for_the_previous_hosts_predicate() -> None:
