@@ -119,7 +119,7 @@ class PushClient:
             await self._changed.wait()
 
     async def wait_changed(self) -> None:
-        """Wait for the next connect, disconnect or handled push."""
+        """Wait for the next connect, disconnect, failed attempt or handled push."""
         await self._changed.wait()
 
     async def wait_disconnected(self) -> None:
@@ -140,6 +140,7 @@ class PushClient:
                 await self._connection()
             except* _CONNECTION_LOST as group:
                 self._lost(group.exceptions[0])
+                self._notify()
             delay = self._backoff.next_delay()
             _log.info(
                 "push reconnect scheduled", url=self.url, delay=round(delay, 3), error=self.last_connect_error
@@ -147,7 +148,11 @@ class PushClient:
             await trio.sleep(delay)
 
     def _lost(self, exc: BaseException) -> None:
-        if isinstance(exc, trio_websocket.ConnectionClosed):
+        if isinstance(exc, trio_websocket.ConnectionRejected):
+            body = (exc.body or b"").decode(errors="replace")
+            refused = f"istiod_lite refused the connection: HTTP {exc.status_code} {body}"
+            self.last_connect_error = refused.strip()
+        elif isinstance(exc, trio_websocket.ConnectionClosed):
             self.last_connect_error = f"connection closed: {exc.reason}"
         else:
             self.last_connect_error = f"{type(exc).__name__}: {exc}"
