@@ -164,7 +164,7 @@ async def test_bad_requests_are_answered_on_their_own_stream() -> None:
         # h2's pure-Python Huffman *encoder* needs ~50 s for 1 MiB (decoding it takes 0.1 s), so this
         # test client sends literals; the server's cost is what matters and is the same either way.
         encode = connection.h2.encoder.encode
-        connection.h2.encoder.encode = lambda headers, huffman=True: encode(headers, huffman=False)
+        connection.h2.encoder.encode = lambda headers, huffman=True: encode(headers, huffman=False)  # type: ignore[method-assign]
         async with trio.open_nursery() as nursery:
             await nursery.start(connection.run)
             good = await connection.open_stream(

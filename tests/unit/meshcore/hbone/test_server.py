@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from meshcore.hbone import ConnectRejected, ConnectRequest, HboneError, HboneServer, Respond
+from meshcore.hbone.server import HANDSHAKE_TIMEOUT
 from tests.unit.meshcore.hbone.harness import echo_app, echo_once, memory_mesh
 from tests.unit.meshcore.hbone.pki import IdentityRejected, Pki, verify_any_in_domain
 
@@ -103,3 +104,20 @@ async def echo_handler(request: ConnectRequest, respond: Respond) -> None:
     stream = await respond(200)
     assert stream is not None
     await echo_app(stream)
+
+
+async def test_a_silent_client_is_dropped_after_the_handshake_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pki = Pki()
+    server = HboneServer(
+        pki.server_context(pki.spiffe("a", "server")),
+        verify_any_in_domain(),
+        echo_handler,
+        serves=lambda ip: True,
+    )
+    _client_end, server_end = trio.testing.memory_stream_pair()
+    start = trio.current_time()
+    await server.serve_connection(server_end)  # returns: the connection was given up
+    assert trio.current_time() - start == pytest.approx(HANDSHAKE_TIMEOUT)
+    assert server.stats.handshakes_failed == 1

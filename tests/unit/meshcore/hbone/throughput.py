@@ -115,35 +115,6 @@ async def _measure(size: int, pki: Pki, hbone_port: int, sink_port: int) -> floa
     return size / elapsed / 1e6
 
 
-async def _tunnel_rate(pki: Pki, hbone_port: int, app_port: int, callers: int, seconds: float = 3.0) -> float:
-    client_ctx = pki.client_context(pki.spiffe("bench", "client"))
-    pool = HbonePool(lambda key: (client_ctx, verify_one_of(key.destination_identities)))
-    key = PoolKey(pki.spiffe("bench", "client"), (pki.spiffe("bench", "server"),), "127.0.0.1", hbone_port)
-    payload = b"r" * 1024
-    done = 0
-
-    async def caller() -> None:
-        nonlocal done
-        while True:
-            async with pool.open(key, f"127.0.0.1:{app_port}") as (_, stream):
-                await stream.send_all(payload)
-                await stream.send_eof()  # a clean request/response: both sides half-close
-                got = 0
-                while chunk := await stream.receive_some():
-                    got += len(chunk)
-                assert got == len(payload)
-            done += 1
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(pool.run)
-        with trio.move_on_after(seconds):
-            async with trio.open_nursery() as callers_nursery:
-                for _ in range(callers):
-                    callers_nursery.start_soon(caller)
-        nursery.cancel_scope.cancel()
-    return done / seconds
-
-
 def main() -> None:
     size = int(sys.argv[1]) * MiB if len(sys.argv) > 1 and sys.argv[1].isdigit() else 1024 * MiB
     pki = Pki()
