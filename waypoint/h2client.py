@@ -137,6 +137,10 @@ class Http2ClientConnection(H2Engine):
     # -- requests --
 
     async def _wait_for_slot(self) -> None:
+        if self._nursery is None and self.failure is None:
+            raise RuntimeError(
+                "start Http2ClientConnection.run() (or use open_http2_client) before request()"
+            )
         while True:
             if self.failure is not None:
                 raise self.failure
