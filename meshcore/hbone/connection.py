@@ -146,6 +146,7 @@ class HboneConnection:
         self._writer_scope = trio.CancelScope()
         self._keepalive_scope = trio.CancelScope()
         self.streams_opened = 0
+        self.responses_received = 0
         self.kick()
 
     # -- state the pool and streams read --
@@ -293,6 +294,7 @@ class HboneConnection:
             self._new_request(event)
         elif isinstance(event, h2.events.ResponseReceived):
             stream = self.streams.get(event.stream_id)
+            self.responses_received += 1
             if stream is not None:
                 stream.response = parse_response(event.headers)
                 stream.response_arrived.set()

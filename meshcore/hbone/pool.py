@@ -195,6 +195,17 @@ class HbonePool:
                     entry.refused = True
                     continue
                 raise
+            except ConnectionLost as exc:
+                self._checkin(entry)
+                if entry.connection.responses_received == 0:
+                    # TLS 1.3 reports a refused client certificate only on the first read, after
+                    # do_handshake() succeeded: a connection that dies before any answer is that.
+                    raise HandshakeFailed(
+                        f"{key.address} closed the connection before answering any CONNECT",
+                        peer=key.address,
+                        reason=f"{exc.context.get('reason', exc)}; it may have refused our certificate",
+                    ) from exc
+                raise
             except BaseException:
                 self._checkin(entry)
                 raise

@@ -18,6 +18,7 @@ import trio
 from meshcore.hbone import (
     ConnectDenied,
     ConnectRejected,
+    HandshakeFailed,
     HboneError,
     HbonePool,
     PoolKey,
@@ -121,7 +122,7 @@ async def test_tls_without_client_certificate_is_refused() -> None:
         pool = HbonePool(lambda key: (anonymous, verify_one_of(key.destination_identities)))
         async with trio.open_nursery() as nursery:
             await nursery.start(pool.run)
-            with trio.fail_after(10), pytest.raises(HboneError):
+            with trio.fail_after(10), pytest.raises(HandshakeFailed, match="refused our certificate"):
                 async with pool.open(mesh.key(), f"127.0.0.1:{mesh.echo_port}"):
                     pass
             nursery.cancel_scope.cancel()
