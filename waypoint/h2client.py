@@ -114,7 +114,7 @@ class Http2ClientConnection(H2Engine):
 
     def _dispatch(self, event: h2.events.Event) -> None:
         super()._dispatch(event)
-        if isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+        if isinstance(event, h2.events.StreamEnded | h2.events.StreamReset | h2.events.RemoteSettingsChanged):
             self._slot_lot.unpark_all()
 
     def _receive(self, data: bytes) -> bool:

@@ -18,7 +18,9 @@ import h2.settings
 import hyperframe.frame
 import pytest
 import trio
+import trio.testing
 
+from waypoint.h2connection import CLOSE_FLUSH_TIMEOUT
 from waypoint.h2core import keep_streams_after_goaway
 from waypoint.h2sniff import H2_PREFACE
 from waypoint.http2 import (
@@ -528,3 +530,20 @@ def test_data_frame_repr_does_not_hex_encode_the_payload() -> None:
     frame = hyperframe.frame.DataFrame(1, data=b"\xab" * 4096)
     assert "abab" not in repr(frame)
     assert "4096 bytes" in repr(frame)
+
+
+async def test_a_peer_that_never_reads_cannot_hold_a_failed_connection_open(autojump_clock: object) -> None:
+    """After a protocol error the server tries to flush its GOAWAY, but only for CLOSE_FLUSH_TIMEOUT."""
+    client, server = trio.testing.lockstep_stream_pair()  # send_all blocks until the peer reads
+    finished = trio.Event()
+
+    async def serve() -> None:
+        await serve_http2(server, echo)
+        finished.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        await client.send_all(b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+        with trio.fail_after(60):
+            await finished.wait()
+    assert trio.current_time() >= CLOSE_FLUSH_TIMEOUT
