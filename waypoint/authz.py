@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import attrs
 
 from waypoint.headers import split_authority, split_path
+from waypoint.messages import Request
 from waypoint.model import WaypointConfigError
 
 DENIED_STATUS = 403
@@ -135,6 +136,26 @@ class RequestAttributes:
     source_ip: str
     source_principal: str | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
+
+    @classmethod
+    def from_message(
+        cls, request: Request, *, service: str, port: int, source_ip: str, source_principal: str | None
+    ) -> RequestAttributes:
+        """The authorization view of a proxied request; repeated headers are joined with ``,``."""
+        headers: dict[str, str] = {}
+        for name, value in request.headers:
+            key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+            headers[key] = f"{headers[key]},{text}" if key in headers else text
+        return cls(
+            service=service,
+            host=request.authority.decode("latin-1"),
+            port=port,
+            method=request.method.decode("latin-1"),
+            path=request.path.decode("latin-1"),
+            source_ip=source_ip,
+            source_principal=source_principal,
+            headers=headers,
+        )
 
     @property
     def principal(self) -> str:

@@ -356,17 +356,20 @@ class RetryPolicy:
 
 @attrs.frozen(kw_only=True)
 class FaultDelay:
+    """``percentage`` has no default on purpose: Istio hands an unset percentage to Envoy, whose unset
+    fraction is 0 %, so the translator must state the value rather than inherit a guess."""
+
     fixed_delay: float
-    percentage: float = attrs.field(default=100.0, converter=_percentage)
+    percentage: float = attrs.field(converter=_percentage)
 
 
 @attrs.frozen(kw_only=True)
 class FaultAbort:
     """Abort with ``http_status``, or for gRPC with ``grpc_status`` (HTTP 200 + trailers-only status)."""
 
+    percentage: float = attrs.field(converter=_percentage)
     http_status: int | None = None
     grpc_status: int | None = None
-    percentage: float = attrs.field(default=100.0, converter=_percentage)
 
     def __attrs_post_init__(self) -> None:
         if (self.http_status is None) == (self.grpc_status is None):
@@ -452,13 +455,13 @@ class LbAlgorithm(enum.Enum):
 
 @attrs.frozen(kw_only=True)
 class ConsistentHash:
-    """Istio ``consistentHash``: exactly one key source."""
+    """Istio ``consistentHash``: exactly one key source. (``minimumRingSize`` is not modelled: the ring
+    gives every endpoint a fixed number of points, see :mod:`waypoint.lb`.)"""
 
     header: str | None = attrs.field(default=None, converter=_lower_optional)
     cookie: str | None = None
     use_source_ip: bool = False
     query_parameter: str | None = None
-    minimum_ring_size: int = 1024
 
     def __attrs_post_init__(self) -> None:
         sources = [self.header is not None, self.cookie is not None, self.use_source_ip,

@@ -13,12 +13,13 @@ No I/O and no global randomness: callers pass a ``random.Random``.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import parse_qsl
 
 import attrs
 
 from waypoint.headers import apply_all, rewrite_path, shadow_authority, split_authority, split_path
+from waypoint.messages import Request
 from waypoint.model import (
     NO_HEADER_OPS,
     ClusterKey,
@@ -39,6 +40,10 @@ from waypoint.model import (
 HeaderTuple = tuple[tuple[bytes, bytes], ...]
 
 
+def _header_tuple(headers: Iterable[tuple[bytes, bytes]]) -> HeaderTuple:
+    return tuple(headers)
+
+
 @attrs.frozen(kw_only=True)
 class RequestInfo:
     """What routing may look at. ``path`` is the raw ``:path`` including any query string; ``headers``
@@ -48,10 +53,31 @@ class RequestInfo:
     path: str
     authority: str
     port: int
-    headers: HeaderTuple = attrs.field(default=(), converter=tuple)
+    headers: HeaderTuple = attrs.field(default=(), converter=_header_tuple)
     scheme: str = "http"
     source_labels: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
     source_namespace: str | None = None
+
+    @classmethod
+    def from_message(
+        cls,
+        request: Request,
+        *,
+        port: int,
+        source_labels: Mapping[str, str] | None = None,
+        source_namespace: str | None = None,
+    ) -> RequestInfo:
+        """The routing view of a proxied request (HTTP/1.1 or HTTP/2 alike)."""
+        return cls(
+            method=request.method.decode("latin-1"),
+            path=request.path.decode("latin-1"),
+            authority=request.authority.decode("latin-1"),
+            port=port,
+            headers=request.headers,
+            scheme=request.scheme.decode("latin-1"),
+            source_labels=dict(source_labels or {}),
+            source_namespace=source_namespace,
+        )
 
     def header(self, name: str) -> str | None:
         """All values of ``name`` joined with ``,`` (Envoy's rule for matching multi-valued headers)."""
@@ -162,7 +188,12 @@ def _uri_matches(block: RouteMatch, path: str) -> bool:
 
 
 def _header_matches(matcher: HeaderMatch, value: str | None) -> bool:
-    """A missing header fails a positive matcher and satisfies an inverted one (Istio withoutHeaders)."""
+    """A missing header fails a positive matcher. Istio's ``withoutHeaders`` is Envoy ``invert_match`` with
+    ``treat_missing_header_as_empty``: a missing header is compared as ``""`` and the result inverted
+    (so an absent header satisfies ``withoutHeaders: {x: {exact: "1"}}``), while an inverted presence
+    match simply means "absent"."""
+    if matcher.invert and value is None and matcher.match.kind is not MatchKind.PRESENT:
+        value = ""
     hit = value is not None and matcher.match.matches(value)
     return not hit if matcher.invert else hit
 

@@ -144,3 +144,15 @@ def test_invalid_policy_parts_are_rejected_with_a_hint(bad: object) -> None:
     with pytest.raises(WaypointConfigError) as info:
         bad()  # type: ignore[operator]
     assert "hint" in str(info.value)
+
+
+def test_attributes_from_a_proxied_message() -> None:
+    from waypoint.messages import Request
+
+    message = Request(method=b"POST", path=b"/admin/x?y", authority=b"search-api:8080",
+                      headers=[(b"X-Tenant", b"a"), (b"x-tenant", b"b")])
+    attributes = RequestAttributes.from_message(message, service=SVC, port=8080, source_ip="10.0.0.1",
+                                                source_principal="spiffe://cluster.local/ns/prod/sa/web")
+    assert attributes.headers == {"x-tenant": "a,b"} and attributes.source_namespace == "prod"
+    decision = evaluate(attributes, [deny(to(paths=("/admin/*",), methods=("POST",)), name="no-admin")])
+    assert not decision.allowed and decision.policy == "prod/no-admin"

@@ -26,7 +26,7 @@ def test_ten_percent_abort_within_999_binomial_interval() -> None:
 
 
 def test_full_delay_applies_to_every_request_with_DI() -> None:
-    policy = FaultPolicy(delay=FaultDelay(fixed_delay=2.5))
+    policy = FaultPolicy(delay=FaultDelay(fixed_delay=2.5, percentage=100))
     rng = random.Random(0)
     for _ in range(100):
         decision = decide(policy, rng)
@@ -50,8 +50,13 @@ def test_tiny_percentages(percentage: float) -> None:
 
 
 def test_grpc_abort_carries_grpc_status() -> None:
-    decision = decide(FaultPolicy(abort=FaultAbort(grpc_status=14)), random.Random(0))
+    decision = decide(FaultPolicy(abort=FaultAbort(grpc_status=14, percentage=100)), random.Random(0))
     assert decision.aborts and decision.abort_grpc_status == 14 and decision.abort_status is None
+
+
+def test_percentage_must_be_stated_because_istio_leaves_unset_to_envoy() -> None:
+    with pytest.raises(TypeError, match="percentage"):
+        FaultAbort(http_status=500)  # type: ignore[call-arg]
 
 
 def test_no_policy_no_fault() -> None:
@@ -60,8 +65,8 @@ def test_no_policy_no_fault() -> None:
 
 @pytest.mark.parametrize("bad", [
     lambda: FaultAbort(percentage=10),
-    lambda: FaultAbort(http_status=503, grpc_status=14),
-    lambda: FaultAbort(http_status=99),
+    lambda: FaultAbort(http_status=503, grpc_status=14, percentage=1),
+    lambda: FaultAbort(http_status=99, percentage=1),
     lambda: FaultDelay(fixed_delay=1, percentage=101),
 ], ids=["abort-without-status", "abort-with-both", "status-out-of-range", "percentage-over-100"])
 def test_invalid_fault_config_is_rejected(bad: object) -> None:

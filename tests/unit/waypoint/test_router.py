@@ -83,6 +83,9 @@ MATCH_CASES = [
      header("x-canary", StringMatch.exact("1"), True), req(), True),
     ("withoutHeaders-rejects-matching-value", header("x-canary", StringMatch.exact("1"), True),
      req(headers={"x-canary": "1"}), False),
+    ("withoutHeaders-compares-missing-as-empty (treat_missing_header_as_empty)",
+     header("x-canary", StringMatch.exact(""), True), req(), False),
+    ("withoutHeaders-presence-means-absent", header("x-canary", StringMatch.present(), True), req(), True),
     ("query-exact", RouteMatch(query_params=(QueryParamMatch(name="v", match=StringMatch.exact("2")),)),
      req("/p?a=1&v=2"), True),
     ("query-missing", RouteMatch(query_params=(QueryParamMatch(name="v", match=StringMatch.present()),)),
@@ -270,3 +273,17 @@ def test_find_table_by_service_and_port() -> None:
 
 def test_cluster_name_is_istio_form() -> None:
     assert V1.name == "outbound|8080|v1|search-service.prod.svc.cluster.local"
+
+
+def test_request_info_from_a_proxied_message_routes_like_the_wire_request() -> None:
+    from waypoint.messages import Request
+
+    message = Request(method=b"GET", path=b"/api/v1?x=1", authority=b"search-api:8080",
+                      headers=[(b"x-user", b"alice"), (b"x-user", b"bob")])
+    info = RequestInfo.from_message(message, port=8080, source_namespace="prod")
+    assert info.header("x-user") == "alice,bob"  # Envoy joins repeated headers for matching
+    alice = HeaderMatch(name="x-user", match=StringMatch.prefix("alice"))
+    t = table(fwd("r", V2, RouteMatch(uri=StringMatch.prefix("/api"), headers=(alice,))))
+    decision = route(t, info, RNG)
+    assert isinstance(decision, Forward) and decision.cluster == V2
+    assert decision.headers == ((b"x-user", b"alice"), (b"x-user", b"bob"))
