@@ -47,7 +47,7 @@ def validate(paths: tuple[Path, ...]) -> None:
             click.echo(f"error: {error}", err=True)
         count = len(result.errors)
         click.echo(
-            f"{count} error{'s' if count != 1 else ''}; nothing is valid until they are fixed", err=True
+            f"{count} error{'s' if count != 1 else ''} found", err=True
         )
         raise SystemExit(1)
     click.echo(summary(result))

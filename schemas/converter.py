@@ -78,7 +78,7 @@ def is_record(kind: Any) -> bool:
 def record_fields(cls: type) -> tuple[attrs.Attribute[Any], ...]:
     """The attrs fields of ``cls`` with string annotations resolved to real types."""
     attrs.resolve_types(cls)
-    return typing.cast(tuple[attrs.Attribute[Any], ...], attrs.fields(cls))
+    return typing.cast("tuple[attrs.Attribute[Any], ...]", attrs.fields(cls))
 
 
 # ------------------------------------------------------------------------------------- scalars
@@ -315,14 +315,15 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook_factory(is_record, lambda cls: _record_hook(cls, conv))
     conv.register_structure_hook_factory(is_list, lambda kind: _list_hook(kind, conv))
     conv.register_structure_hook_factory(is_map, lambda kind: _map_hook(kind, conv))
-    conv.register_structure_hook_func(is_enum, _structure_enum)
+    # StrEnum precedes str in every string enum's MRO, so this singledispatch hook beats the str one.
+    conv.register_structure_hook(enum.StrEnum, _structure_enum)
     conv.register_structure_hook_factory(is_optional, lambda kind: _optional_hook(kind, conv))
     conv.register_structure_hook_func(is_int_or_string, _structure_int_or_string)
     conv.register_structure_hook_func(lambda kind: kind is Duration, _structure_duration)
 
     conv.register_unstructure_hook_factory(is_record, lambda cls: _unstructure_record(cls, conv))
     conv.register_unstructure_hook_func(lambda kind: kind is Duration, lambda d: d.text)
-    conv.register_unstructure_hook_func(is_enum, lambda e: e.value)
+    conv.register_unstructure_hook(enum.StrEnum, lambda e: e.value)
     conv.register_unstructure_hook_func(is_int_or_string, lambda v: v)
     conv.register_unstructure_hook_factory(is_list, lambda kind: _unstructure_list(kind, conv))
     conv.register_unstructure_hook_factory(is_map, lambda kind: _unstructure_map(kind, conv))

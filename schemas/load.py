@@ -216,6 +216,7 @@ def load_paths(paths: Sequence[Path | str]) -> LoadResult:
     """Load files and directories as one set, so cross-file checks (subsets, duplicates) see everything."""
     result = LoadResult()
     candidates: list[tuple[_Document, Resource]] = []
+    seen: set[Path] = set()
     for given in paths:
         path = Path(given)
         if not path.exists():
@@ -228,6 +229,9 @@ def load_paths(paths: Sequence[Path | str]) -> LoadResult:
             message = "no *.yaml or *.yml files in this directory"
             result.errors.append(_issue(None, str(path), Problem(path=(), message=message)))
         for file in files:
+            if file.resolve() in seen:
+                continue  # named twice (a file and its directory): one definition, not a duplicate
+            seen.add(file.resolve())
             try:
                 text = file.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
