@@ -1,10 +1,11 @@
 """Turning YAML text into stored resources: the parser seam and the fallback parser behind it.
 
 Stores take a :data:`Parser` so the validation that decides what is "in force" is the schemas package's
-(``schemas.load``), wired in :func:`default_parser` once it is importable. The fallback only checks the
-Kubernetes envelope (apiVersion, kind, metadata.name, a namespace for namespaced kinds) so the stores
-work and are testable on their own. Either way a text is accepted or rejected as a whole: a file with
-one bad document keeps the file's previous content in force.
+(``schemas.load``, adapted in :mod:`istiod_lite.stores.schemas_parser`; :func:`default_parser`).
+:func:`parse_manifests` only checks the Kubernetes envelope (apiVersion, kind, metadata.name): it is
+for resources the schemas package does not model and keeps the store logic testable on its own. Either
+way a text is accepted or rejected as a whole: a file with one bad document keeps the file's previous
+content in force.
 """
 
 from __future__ import annotations
@@ -103,5 +104,7 @@ def _duplicates(resources: Sequence[StoredResource]) -> list[str]:
 
 
 def default_parser() -> Parser:
-    """The parser stores use unless told otherwise."""
-    return parse_manifests
+    """The parser stores use unless told otherwise: full validation by the schemas package."""
+    from istiod_lite.stores.schemas_parser import parse_with_schemas  # imports schemas; keep it lazy
+
+    return parse_with_schemas

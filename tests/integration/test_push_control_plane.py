@@ -166,7 +166,9 @@ async def test_an_invalid_file_is_reported_while_its_previous_content_stays_in_f
 
     path.write_text(_manifest("search", "240.240.0.9") + "---\nkind: Service\nmetadata: {name: broken}\n")
     mesh.store.scan()  # the store's own poll would see it too; scanning here makes the check deterministic
-    assert mesh.store.errors == {str(path): (f"{path}#2: missing or empty 'apiVersion'",)}
+    assert mesh.store.errors == {
+        str(path): (f"{path}: document 2 (Service broken): apiVersion: required field missing (a string)",)
+    }
     assert _translate(mesh.store.list())["service"][SEARCH_KEY]["vips"] == [{"address": "240.240.0.1"}]
     await trio.sleep(0.3)  # several polls and debounce periods: nothing may go out
     assert mesh.push.stats.pushes == pushes

@@ -13,6 +13,7 @@ from istiod_lite.push.feed import feed
 from istiod_lite.push.server import PushServer
 from istiod_lite.stores.applied import AppliedStore
 from istiod_lite.stores.base import ResourceKey, StoredResource
+from istiod_lite.stores.manifests import parse_manifests
 
 
 def _build(resources: Mapping[ResourceKey, StoredResource]) -> dict[str, dict[str, Any]]:
@@ -30,7 +31,7 @@ def _config_map(name: str, **data: str) -> dict[str, Any]:
 async def test_store_changes_are_published_and_a_failing_build_keeps_the_last_state(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    store = AppliedStore(tmp_path / "applied.json")
+    store = AppliedStore(tmp_path / "applied.json", parser=parse_manifests)  # ConfigMap: not a mesh kind
     store.apply([_config_map("a", x="1")])
     server = PushServer()
     async with trio.open_nursery() as nursery:

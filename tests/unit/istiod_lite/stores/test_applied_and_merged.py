@@ -55,7 +55,7 @@ def test_an_invalid_apply_changes_nothing_in_memory_or_on_disk(tmp_path: Path) -
     store = AppliedStore(path)
     store.apply_text(SEARCH)
     on_disk = path.read_text()
-    with pytest.raises(StoreError, match=r"missing metadata\.name"):
+    with pytest.raises(StoreError, match=r"document 2 \(Service\): metadata\.name: required field missing"):
         store.apply_text(SEARCH_8080 + "---\napiVersion: v1\nkind: Service\nmetadata: {}\n")
     assert store.list()[SEARCH_KEY].manifest["spec"] == {"ports": [{"port": 80}]}
     assert path.read_text() == on_disk and store.revision == 1
@@ -75,7 +75,7 @@ def test_delete_by_manifest_reports_what_was_not_there(tmp_path: Path) -> None:
     [
         ("{not json", "cannot read applied resources"),
         (json.dumps({"items": "nope"}), "no 'items' list"),
-        (json.dumps({"items": [{"kind": "Service"}]}), "missing or empty 'apiVersion'"),
+        (json.dumps({"items": [{"kind": "Service"}]}), "apiVersion: required field missing"),
     ],
 )
 def test_a_state_file_that_no_longer_validates_stops_the_start_naming_the_file(

@@ -51,7 +51,8 @@ def test_an_invalid_file_is_reported_and_its_previous_content_stays_in_force(tmp
     assert store.scan() is False
     assert store.list() == before  # neither the valid nor the invalid half of the new file applies
     assert list(store.errors) == [str(path)]
-    assert store.errors[str(path)] == (f"{path}#2: missing metadata.name",)
+    expected = f"{path}: document 2 (Service): metadata.name: required field missing"
+    assert store.errors[str(path)] == (expected,)
 
     path.write_text(_service("search", 8080))
     assert store.scan() is True
@@ -67,7 +68,7 @@ def test_a_broken_new_file_contributes_nothing_but_an_error(tmp_path: Path) -> N
     (tmp_path / "broken.yaml").write_text("apiVersion: v1\nkind: [\n")
     assert store.scan() is False
     assert set(store.list()) == {_key("search")}
-    assert "not valid YAML" in store.errors[str(tmp_path / "broken.yaml")][0]
+    assert "YAML syntax error at line 3" in store.errors[str(tmp_path / "broken.yaml")][0]
 
 
 def test_deleting_a_file_removes_its_resources_and_its_errors(tmp_path: Path) -> None:
