@@ -10,6 +10,7 @@ import shutil
 import ssl
 import tempfile
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -17,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+TlsStream = trio.SSLStream[trio.abc.Stream]
 
 
 class IdentityRejected(Exception):
@@ -125,7 +128,7 @@ def peer_spiffe_id(ssl_stream: trio.SSLStream[trio.abc.Stream]) -> str:
     return str(uris[0])
 
 
-def verify_any_in_domain(trust_domain: str = "cluster.local"):  # type: ignore[no-untyped-def]
+def verify_any_in_domain(trust_domain: str = "cluster.local") -> Callable[[TlsStream], str]:
     """Server-side check: any identity of the trust domain (authorization decides the rest)."""
 
     def verify(ssl_stream: trio.SSLStream[trio.abc.Stream]) -> str:
@@ -137,7 +140,7 @@ def verify_any_in_domain(trust_domain: str = "cluster.local"):  # type: ignore[n
     return verify
 
 
-def verify_one_of(expected: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def verify_one_of(expected: tuple[str, ...]) -> Callable[[TlsStream], Awaitable[str]]:
     """Client-side check: the server must be one of the expected identities."""
 
     async def verify(ssl_stream: trio.SSLStream[trio.abc.Stream]) -> str:
