@@ -17,7 +17,7 @@ CLUSTER_DOMAIN = "cluster.local"
 
 
 def service_fqdn(host: str, namespace: str) -> str:
-    """Istio's short names: ``reviews`` in namespace ``bookinfo`` means ``reviews.bookinfo.svc.cluster.local``."""
+    """Istio's short names: ``reviews`` in namespace ``bookinfo`` is ``reviews.bookinfo.svc.<domain>``."""
     if "*" in host:
         return host
     parts = host.split(".")

@@ -82,6 +82,11 @@ def spec(head: str, body: str) -> str:
     return head + textwrap.indent(textwrap.dedent(body), "  ")
 
 
+def vs_http(first_line: str) -> str:
+    """A VirtualService whose only HTTP route starts with ``first_line`` and routes to host ``a``."""
+    return spec(VS, f"hosts: [a]\nhttp:\n  - {first_line}\n    route: [{{destination: {{host: a}}}}]\n")
+
+
 ROUTE = """\
 hosts: [search]
 http:
@@ -122,59 +127,44 @@ CASES: list[tuple[str, str, str, str]] = [
     ),
     (
         "timeout-bare-number",
-        spec(VS, "hosts: [a]\nhttp:\n  - timeout: 5\n    route: [{destination: {host: a}}]\n"),
+        spec(VS, "hosts: [a]\nhttp:\n  - timeout: 5"),
         "spec.http[0].timeout",
         'expected a duration like "5s"',
     ),
     (
         "per-try-timeout-unit",
-        spec(
-            VS,
-            "hosts: [a]\nhttp:\n  - retries: {attempts: 2, perTryTimeout: 2 sec}\n    route: [{destination: {host: a}}]\n",
-        ),
+        vs_http("retries: {attempts: 2, perTryTimeout: 2 sec}"),
         "spec.http[0].retries.perTryTimeout",
         '"2 sec"',
     ),
     (
         "retry-attempts-type",
-        spec(
-            VS, "hosts: [a]\nhttp:\n  - retries: {attempts: three}\n    route: [{destination: {host: a}}]\n"
-        ),
+        vs_http("retries: {attempts: three}"),
         "spec.http[0].retries.attempts",
         'expected integer, got "three"',
     ),
     (
         "match-two-kinds",
-        spec(
-            VS,
-            "hosts: [a]\nhttp:\n  - match: [{uri: {exact: /a, prefix: /b}}]\n    route: [{destination: {host: a}}]\n",
-        ),
+        vs_http("match: [{uri: {exact: /a, prefix: /b}}]"),
         "spec.http[0].match[0].uri",
         "set only one of exact, prefix",
     ),
     (
         "header-match-typo",
-        spec(
-            VS,
-            "hosts: [a]\nhttp:\n  - match: [{headers: {end-user: {exat: jason}}}]\n    route: [{destination: {host: a}}]\n",
-        ),
+        vs_http("match: [{headers: {end-user: {exat: jason}}}]"),
         'spec.http[0].match[0].headers["end-user"].exat',
         'did you mean "exact"?',
     ),
     (
         "bad-regex",
-        spec(
-            VS,
-            "hosts: [a]\nhttp:\n  - match: [{uri: {regex: '(unclosed'}}]\n    route: [{destination: {host: a}}]\n",
-        ),
+        vs_http("match: [{uri: {regex: '(unclosed'}}]"),
         "spec.http[0].match[0].uri.regex",
         "invalid regular expression",
     ),
     (
         "fault-percent-range",
-        spec(
-            VS,
-            "hosts: [a]\nhttp:\n  - fault: {abort: {httpStatus: 503, percentage: {value: 150}}}\n"
+        vs_http(
+            "fault: {abort: {httpStatus: 503, percentage: {value: 150}}}\n"
             "    route: [{destination: {host: a}}]\n",
         ),
         "spec.http[0].fault.abort.percentage.value",
@@ -182,19 +172,13 @@ CASES: list[tuple[str, str, str, str]] = [
     ),
     (
         "abort-status-missing",
-        spec(
-            VS,
-            "hosts: [a]\nhttp:\n  - fault: {abort: {percentage: {value: 5}}}\n    route: [{destination: {host: a}}]\n",
-        ),
+        spec(VS, "hosts: [a]\nhttp:\n  - fault: {abort: {percentage: {value: 5}}}"),
         "spec.http[0].fault.abort.httpStatus",
         "required field missing",
     ),
     (
         "delay-without-duration",
-        spec(
-            VS,
-            "hosts: [a]\nhttp:\n  - fault: {delay: {fixedDelay: soon}}\n    route: [{destination: {host: a}}]\n",
-        ),
+        vs_http("fault: {delay: {fixedDelay: soon}}"),
         "spec.http[0].fault.delay.fixedDelay",
         "expected a duration",
     ),
@@ -206,9 +190,7 @@ CASES: list[tuple[str, str, str, str]] = [
     ),
     (
         "mirror-percentage-alone",
-        spec(
-            VS, "hosts: [a]\nhttp:\n  - mirrorPercentage: {value: 5}\n    route: [{destination: {host: a}}]\n"
-        ),
+        spec(VS, "hosts: [a]\nhttp:\n  - mirrorPercentage: {value: 5}"),
         "spec.http[0].mirrorPercentage",
         "needs a mirror",
     ),
@@ -226,10 +208,7 @@ CASES: list[tuple[str, str, str, str]] = [
     ),
     (
         "duplicate-subset",
-        spec(
-            DR,
-            "host: reviews\nsubsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v1, labels: {version: v2}}\n",
-        ),
+        spec(DR, "host: reviews\nsubsets:\n  - {name: v1}\n  - {name: v1}\n"),
         "spec.subsets[1].name",
         'duplicate subset name "v1"',
     ),
@@ -375,7 +354,7 @@ CASES: list[tuple[str, str, str, str]] = [
     ),
     (
         "metadata-typo",
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n  lables: {istio.io/dataplane-mode: ambient}\n",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n  lables: {istio.io/use-waypoint: w}\n",
         "metadata.lables",
         'did you mean "labels"?',
     ),
