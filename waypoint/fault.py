@@ -13,8 +13,7 @@ import random
 
 import attrs
 
-from waypoint.model import FaultPolicy
-from waypoint.router import sampled
+from waypoint.model import FaultPolicy, sampled
 
 ABORT_BODY = "fault filter abort"
 

@@ -13,6 +13,7 @@ here, with a hint, instead of surfacing as a strange routing decision under load
 from __future__ import annotations
 
 import enum
+import random
 import re
 from collections.abc import Iterable, Mapping
 
@@ -262,6 +263,12 @@ def _percentage(value: float) -> float:
     if not 0.0 <= value <= 100.0:
         raise WaypointConfigError(f"percentage {value} outside 0..100", field="percentage")
     return value
+
+
+def sampled(percentage: float, rng: random.Random) -> bool:
+    """How a model percentage is drawn: Envoy's runtime fraction with a per-million denominator, which
+    is what Istio's double ``percentage.value`` becomes (so 0.0001 % is the finest step)."""
+    return rng.randrange(1_000_000) < round(percentage * 10_000)
 
 
 @attrs.frozen(kw_only=True)

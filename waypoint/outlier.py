@@ -98,6 +98,9 @@ class OutlierDetector:
     ) -> EjectionEvent | None:
         """Record one upstream result (a response status, or a local failure); may eject at once.
 
+        An endpoint not yet known is tracked from here on (call :meth:`set_endpoints` on every
+        endpoint update so the ``maxEjectionPercent`` share is computed over the real membership).
+
         A breaker overflow is the waypoint's own refusal and says nothing about the endpoint: ignored.
         """
         if (status is None) == (failure is None):

@@ -35,6 +35,7 @@ from waypoint.model import (
     RouteTable,
     WeightedDestination,
     WeightedDestinations,
+    sampled,
 )
 
 HeaderTuple = tuple[tuple[bytes, bytes], ...]
@@ -207,11 +208,6 @@ def pick_destination(action: WeightedDestinations, rng: random.Random) -> Weight
         if point < cumulative:
             return destination
     raise AssertionError("weights changed under iteration")  # pragma: no cover - total_weight > 0
-
-
-def sampled(percentage: float, rng: random.Random) -> bool:
-    """Envoy's runtime-fraction sampling with a per-million denominator (Istio's percentages are doubles)."""
-    return rng.randrange(1_000_000) < round(percentage * 10_000)
 
 
 def _act(

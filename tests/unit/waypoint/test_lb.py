@@ -6,6 +6,8 @@ import random
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.unit.waypoint.binomial import interval_999
 from waypoint.lb import LoadBalancer, NoHealthyUpstream, hash_key
@@ -158,3 +160,13 @@ def test_hash_key_sources(
     policy: ConsistentHash, headers: list[tuple[bytes, bytes]], expected: str | None
 ) -> None:
     assert hash_key(policy, headers, "10.9.8.7") == expected
+
+
+@given(st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=6))
+def test_weighted_round_robin_gives_each_endpoint_exactly_its_weight_per_cycle(weights: list[int]) -> None:
+    endpoints = [Endpoint(address=f"10.2.0.{i}", port=80, weight=w) for i, w in enumerate(weights)]
+    balancer = lb(LbAlgorithm.ROUND_ROBIN)
+    rng = random.Random(0)
+    for _cycle in range(2):
+        counts = Counter(balancer.choose(endpoints, rng).key for _ in range(sum(weights)))
+        assert counts == {e.key: e.weight for e in endpoints}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.unit.waypoint.binomial import interval_999
 from waypoint.model import (
@@ -25,7 +27,15 @@ from waypoint.model import (
     WeightedDestination,
     WeightedDestinations,
 )
-from waypoint.router import Forward, LocalReply, RequestInfo, find_table, redirect_location, route
+from waypoint.router import (
+    Forward,
+    LocalReply,
+    RequestInfo,
+    find_table,
+    pick_destination,
+    redirect_location,
+    route,
+)
 
 V1 = ClusterKey(hostname="search-service.prod.svc.cluster.local", port=8080, subset="v1")
 V2 = ClusterKey(hostname="search-service.prod.svc.cluster.local", port=8080, subset="v2")
@@ -287,3 +297,19 @@ def test_request_info_from_a_proxied_message_routes_like_the_wire_request() -> N
     decision = route(t, info, RNG)
     assert isinstance(decision, Forward) and decision.cluster == V2
     assert decision.headers == ((b"x-user", b"alice"), (b"x-user", b"bob"))
+
+
+WEIGHT_LISTS = st.lists(st.integers(min_value=0, max_value=100), min_size=1, max_size=5).filter(
+    lambda ws: sum(ws) > 0
+)
+
+
+@given(WEIGHT_LISTS, st.integers(min_value=0, max_value=2**32))
+def test_weighted_pick_never_selects_a_zero_weight_destination(weights: list[int], seed: int) -> None:
+    split = WeightedDestinations(destinations=tuple(
+        WeightedDestination(cluster=ClusterKey(hostname=f"s{i}", port=80), weight=w)
+        for i, w in enumerate(weights)
+    ))
+    rng = random.Random(seed)
+    for _ in range(20):
+        assert pick_destination(split, rng).weight > 0
