@@ -12,7 +12,8 @@ Istio's semantics (security.istio.io AuthorizationPolicy reference):
   matches nothing (so an ALLOW policy without rules denies all).
 * String values (principals, namespaces, methods, paths, hosts, header values) are exact, or
   ``prefix*``, ``*suffix``, or ``*`` (anything, but something must be there). Hosts compare
-  case-insensitively, with or without the port of ``:authority``. Paths compare without the query.
+  case-insensitively, with or without the port of ``:authority``. Paths compare without the query,
+  after Istio's default (``BASE``) normalization, so dot-segments cannot dodge a rule.
 * ``targets``: an empty set means the policy targets the waypoint itself (``targetRefs`` to the
   Gateway: every service behind it); otherwise the service hostnames it targets.
 """
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
-from waypoint.headers import split_authority, split_path
+from waypoint.headers import normalize_path, split_authority, split_path
 from waypoint.messages import Request
 from waypoint.model import WaypointConfigError
 
@@ -262,7 +263,7 @@ def source_matches(source: Source, request: RequestAttributes) -> bool:
 
 
 def operation_matches(operation: Operation, request: RequestAttributes) -> bool:
-    path, _ = split_path(request.path)
+    path, _ = split_path(normalize_path(request.path))  # idempotent if the shell normalized already
     port = str(request.port)
     return (
         _field(operation.hosts, operation.not_hosts, request.host, _host_matches)

@@ -77,6 +77,37 @@ def rewrite_path(path: str, rewrite: Rewrite, matched: RouteMatch | None) -> str
     return rewrite.uri + query
 
 
+_PERCENT = re.compile(r"%([0-9a-fA-F]{2})")
+
+
+def normalize_path(path: str) -> str:
+    """Istio's default ``BASE`` path normalization (Envoy ``normalize_path``, RFC 3986 section 6), done
+    before routing and authorization so ``/api/../admin`` cannot slip past a rule on ``/admin/*``.
+
+    Percent-encodings get upper-case hex, an encoded dot (``%2E``) counts as a dot, and ``.``/``..``
+    segments are removed (never above the root). The query is left alone; slashes are not merged
+    (Istio's ``MERGE_SLASHES`` is opt-in); a path not starting with ``/`` (``*``) is returned as is.
+    """
+    only_path, query = split_path(path)
+    if not only_path.startswith("/"):
+        return path
+    only_path = _PERCENT.sub(lambda m: "%" + m.group(1).upper(), only_path)
+    segments = only_path.split("/")[1:]
+    output: list[str] = []
+    for segment in segments:
+        plain = segment.replace("%2E", ".")
+        if plain == ".":
+            continue
+        if plain == "..":
+            if output:
+                output.pop()
+            continue
+        output.append(segment)
+    trailing = segments[-1].replace("%2E", ".") in (".", "..")
+    normalized = "/" + "/".join(output) + ("/" if trailing and output else "")
+    return normalized + query
+
+
 def shadow_authority(authority: str) -> str:
     """Envoy's mirror host: ``-shadow`` appended to the host, before any port."""
     host, sep, port = _split_host_port(authority)

@@ -74,6 +74,8 @@ CASES = [
     ("allow-present-none-match-denies", request("/admin"), [allow(to(paths=("/api/*",)))], False, None),
     ("paths-compare-without-query", request("/health?verbose"), [allow(to(paths=("/health",)))], True,
      "prod/allow"),
+    ("dot-segments-cannot-dodge-a-deny", request("/api/%2e%2e/admin/users"),
+     [deny(to(paths=("/admin/*",)))], False, "prod/deny"),
     ("notPaths", request("/admin"), [allow(to(not_paths=("/admin",)))], False, None),
     ("principal-without-spiffe-prefix", request(),
      [allow(frm(principals=("cluster.local/ns/prod/sa/web",)))], True, "prod/allow"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from waypoint.headers import apply_all, apply_header_ops, shadow_authority, split_authority
+from waypoint.headers import apply_all, apply_header_ops, normalize_path, shadow_authority, split_authority
 from waypoint.model import HeaderOps
 
 BASE = [(b"x-a", b"1"), (b"x-a", b"2"), (b"x-b", b"b")]
@@ -42,3 +42,21 @@ def test_mirror_authority_gets_shadow_suffix_before_port(authority: str, shadow:
 ])
 def test_split_authority(authority: str, parts: tuple[str, int | None]) -> None:
     assert split_authority(authority) == parts
+
+
+@pytest.mark.parametrize(("raw", "normalized"), [
+    ("/a/b", "/a/b"),
+    ("/api/../admin", "/admin"),
+    ("/api/%2e%2E/admin/x", "/admin/x"),
+    ("/./a/./b", "/a/b"),
+    ("/../../etc", "/etc"),
+    ("/a/b/..", "/a/"),
+    ("/a/b/.", "/a/b/"),
+    ("/a//b", "/a//b"),
+    ("/a%2fb", "/a%2Fb"),
+    ("/a/../b?x=/../y", "/b?x=/../y"),
+    ("*", "*"),
+], ids=["clean", "dot-dot", "encoded-dot-dot", "dot", "above-root", "trailing-dot-dot", "trailing-dot",
+        "slashes-not-merged", "percent-hex-uppercased", "query-untouched", "asterisk-form"])
+def test_istio_base_path_normalization(raw: str, normalized: str) -> None:
+    assert normalize_path(raw) == normalized
