@@ -20,6 +20,7 @@ import trio_websocket
 
 from istiod_lite.push.debounce import Debouncer
 from istiod_lite.push.delta import Snapshot, version_of
+from istiod_lite.push.metrics import PushMetrics
 from istiod_lite.push.status import SyncState, sync_state
 from istiod_lite.push.subscriber import (
     AnswerOutcome,
@@ -28,7 +29,10 @@ from istiod_lite.push.subscriber import (
     SubscriberProtocolError,
     TypeStatus,
 )
-from meshcore.push.protocol import Push, PushProtocolError, Subscribe, decode, encode
+from meshcore.push.protocol import Ack, Nack, Push, PushProtocolError, Subscribe, decode, encode
+from meshcore.telemetry.logs import get_logger
+
+_log = get_logger("istiod_lite.push")
 
 _POLICY_VIOLATION = 1008
 
@@ -96,6 +100,7 @@ class PushServer:
         debounce: float = 0.1,
         max_delay: float = 1.0,
         instance: str | None = None,
+        metrics: PushMetrics | None = None,
     ) -> None:
         self._types = frozenset(types) if types is not None else None
         self._debouncer = Debouncer(quiet=debounce, max_delay=max_delay)
@@ -106,6 +111,7 @@ class PushServer:
         self._connections: dict[str, _Connection] = {}
         self._serial = 0
         self.stats = PushStatistics()
+        self._metrics = metrics
         self._changed = trio.Event()
 
     # ---------------------------------------------------------------------------------- publishing
@@ -143,7 +149,7 @@ class PushServer:
             version = version_of(resources)
             current = self._catalog.get(type_name)
             if current is None or current.version != version:
-                self._catalog[type_name] = Published(version=version, resources=resources)
+                self._catalog[type_name] = Published(version, resources, published_at=trio.current_time())
                 changed.add(type_name)
         self._pending.clear()
         if not changed:
@@ -178,6 +184,8 @@ class PushServer:
         connection = _Connection(Subscriber(proxy, f"{self._instance}.{self._serial}"), _Wakeup())
         self._connections[proxy] = connection
         self.stats.connected += 1
+        if self._metrics is not None:
+            self._metrics.connected.labels().inc()
         self._notify()
         try:
             async with trio.open_nursery() as nursery:
@@ -189,6 +197,8 @@ class PushServer:
         finally:
             del self._connections[proxy]
             self.stats.connected -= 1
+            if self._metrics is not None:
+                self._metrics.connected.labels().dec()
             self._notify()
 
     def _proxy_id(self, node: str) -> str:
@@ -208,6 +218,8 @@ class PushServer:
                 continue
             await ws.send_message(encode(push))
             self.stats.pushes += 1
+            if self._metrics is not None:
+                self._metrics.pushes.labels(push.type).inc()
             self._notify()
 
     async def _receive_loop(self, ws: trio_websocket.WebSocketConnection, connection: _Connection) -> None:
@@ -222,7 +234,7 @@ class PushServer:
                     self._check_types(message.types)
                     subscriber.subscribe(message.types)
                 else:
-                    self._count(subscriber.on_answer(message))
+                    self._count(subscriber, message, subscriber.on_answer(message))
             except (PushProtocolError, SubscriberProtocolError) as exc:
                 await ws.aclose(_POLICY_VIOLATION, _close_reason(str(exc)))
                 return
@@ -239,11 +251,20 @@ class PushServer:
                 frame="subscribe",
             )
 
-    def _count(self, outcome: AnswerOutcome) -> None:
+    def _count(self, subscriber: Subscriber, answer: Ack | Nack, outcome: AnswerOutcome) -> None:
+        type_name = answer.type
         if outcome is AnswerOutcome.ACKED:
             self.stats.acks += 1
+            acked = subscriber.acked(type_name)
+            if self._metrics is not None and acked is not None:
+                elapsed = trio.current_time() - acked.published_at
+                self._metrics.convergence.labels(type_name).observe(elapsed)
         elif outcome is AnswerOutcome.NACKED:
             self.stats.nacks += 1
+            if self._metrics is not None:
+                self._metrics.rejects.labels(type_name).inc()
+            error = answer.error if isinstance(answer, Nack) else ""
+            _log.warning("proxy rejected a push", proxy=subscriber.proxy, type=type_name, error=error)
 
     # ---------------------------------------------------------------------------------- status
 

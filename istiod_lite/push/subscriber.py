@@ -33,6 +33,8 @@ class Published:
 
     version: str
     resources: Snapshot
+    published_at: float = 0.0
+    """When the catalog took this version (the shell's clock), for convergence time."""
 
 
 @attrs.frozen
@@ -143,6 +145,11 @@ class Subscriber:
         state.acked_version = in_flight.published.version
         state.nack_version = state.nack_error = None
         return AnswerOutcome.ACKED
+
+    def acked(self, type_name: str) -> Published | None:
+        """The state of ``type_name`` the proxy last ACKed on this connection."""
+        state = self._types.get(type_name)
+        return state.base if state is not None else None
 
     def status(self) -> list[TypeStatus]:
         return [

@@ -12,9 +12,11 @@ import trio.testing
 import trio_websocket
 
 from istiod_lite.push.delta import version_of
+from istiod_lite.push.metrics import PushMetrics
 from istiod_lite.push.server import PushServer
 from istiod_lite.push.status import SyncState
 from meshcore.push.protocol import Ack, Nack, Push, Subscribe, decode, encode, make_push
+from meshcore.telemetry.metrics import Registry
 
 
 @attrs.frozen
@@ -105,9 +107,11 @@ async def test_publishing_the_same_content_again_pushes_nothing(autojump_clock: 
 
 async def test_status_per_proxy_and_type_with_nack_error_and_second_connections(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
-        server = PushServer(types=["service", "workload"])
+        registry = Registry()
+        server = PushServer(types=["service", "workload"], metrics=PushMetrics(registry))
         await nursery.start(server.run)
         server.publish({"service": {"a": {"port": 1}}, "workload": {}})
+        await trio.sleep(0.5)  # published at 0.1 s; both proxies ACK at 0.5 s: convergence 0.4 s
         a = await _connect(nursery, server, "node-a")
         a2 = await _connect(nursery, server, "node-a")
         for ws in (a, a2):
@@ -127,10 +131,22 @@ async def test_status_per_proxy_and_type_with_nack_error_and_second_connections(
         assert rows["node-a", "workload"].sent_nonce == workload.nonce
         assert rows["node-a", "workload"].to_json()["state"] == "NACKED"
         assert server.stats.connected == 2 and server.stats.nacks == 1 and server.stats.acks == 2
+        exposed = registry.expose().splitlines()
+        for line in (
+            "pilot_xds 2",
+            'pilot_xds_pushes{type="service"} 2',
+            'pilot_xds_pushes{type="workload"} 1',
+            'pilot_total_xds_rejects{type="workload"} 1',
+            'pilot_proxy_convergence_time_bucket{type="service",le="0.25"} 0',
+            'pilot_proxy_convergence_time_bucket{type="service",le="0.5"} 2',
+            'pilot_proxy_convergence_time_count{type="service"} 2',
+        ):
+            assert line in exposed, line
 
         await a2.aclose()
         await trio.sleep(0.1)
         assert {row.proxy for row in server.status()} == {"node-a"} and server.stats.connected == 1
+        assert "pilot_xds 1" in registry.expose().splitlines()
         nursery.cancel_scope.cancel()
 
 
