@@ -13,8 +13,9 @@ stream both ways) before the request body is complete. Pools read :attr:`availab
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
+from functools import partial
 
 import h2.errors
 import h2.events
@@ -31,11 +32,30 @@ from waypoint.h2errors import (
     UpstreamReset,
     error_name,
 )
-from waypoint.messages import Body, Headers, Request, Response
+from waypoint.messages import Body, ChunkSource, Headers, Request, Response
 
 log = structlog.get_logger("waypoint.http2")
 
 _REFUSALS = (h2.errors.ErrorCodes.REFUSED_STREAM,)
+
+
+class UpstreamBody(Body):
+    """A response body streaming from an upstream HTTP/2 stream.
+
+    Whoever drops it before the end must call :meth:`abandon`: otherwise the upstream stream stays
+    open and its unread DATA keeps holding the connection's flow-control window.
+    :func:`~waypoint.h2server.serve_http2` does so for the responses it relays.
+    """
+
+    def __init__(self, source: ChunkSource, on_abandon: Callable[[], None]) -> None:
+        super().__init__(source)
+        self._on_abandon: Callable[[], None] | None = on_abandon
+
+    def abandon(self) -> None:
+        """Reset the upstream stream (CANCEL) unless the body was read to its end. Idempotent."""
+        on_abandon, self._on_abandon = self._on_abandon, None
+        if on_abandon is not None and not self.complete:
+            on_abandon()
 
 
 class Http2ClientConnection(H2Engine):
@@ -165,9 +185,8 @@ class Http2ClientConnection(H2Engine):
         ]
         content_type = request.header(b"content-type") or b""
         if content_type.startswith(b"application/grpc") and not any(k == b"te" for k, _ in head):
-            head.append(
-                (b"te", b"trailers")
-            )  # gRPC servers insist on it; an HTTP/1.1 hop may have dropped it
+            # gRPC servers insist on it, and an HTTP/1.1 hop on the way may have dropped it.
+            head.append((b"te", b"trailers"))
         stream = H2Stream(self, stream_id)
         self.streams[stream_id] = stream
         body = request.body
@@ -215,7 +234,8 @@ class Http2ClientConnection(H2Engine):
                 self._forget(stream)
             return chunk
 
-        response_body = Body(read_chunk)
+        abandon = partial(self.reset, stream.stream_id, h2.errors.ErrorCodes.CANCEL)
+        response_body = UpstreamBody(read_chunk, abandon)
         return Response(status=status, headers=headers, body=response_body)
 
     async def _send_body(self, stream: H2Stream, body: Body) -> None:

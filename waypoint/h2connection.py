@@ -189,6 +189,7 @@ class H2Engine:
         self._outbox_bytes = 0
         self._write_wanted = trio.Event()
         self._close_when_flushed = False
+        self._sending = False
         self._nursery: trio.Nursery | None = None
         self.kick()
 
@@ -307,7 +308,9 @@ class H2Engine:
                 data = self._outbox[0] if len(self._outbox) == 1 else b"".join(self._outbox)
                 self._outbox = []
                 self._outbox_bytes = 0
+                self._sending = True
                 await self.transport.send_all(data)
+                self._sending = False
             self._writable_lot.unpark_all()
             if self._close_when_flushed:
                 self.cancel()
@@ -372,9 +375,13 @@ class H2Engine:
             self.cancel()
 
     async def _final_flush(self) -> None:
-        """Best effort to get a GOAWAY or RST_STREAM out before the socket closes."""
+        """Best effort to get a GOAWAY or RST_STREAM out before the socket closes.
+
+        Not if the writer was cancelled inside ``send_all``: part of a frame may be out, and anything
+        sent after it would be garbage to the peer (trio leaves such a stream in an unknown state).
+        """
         self.kick()
-        if not self._outbox:
+        if not self._outbox or self._sending:
             return
         data, self._outbox = b"".join(self._outbox), []
         with trio.move_on_after(1.0) as scope:

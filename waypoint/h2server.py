@@ -113,34 +113,46 @@ class Http2ServerConnection(H2Engine):
             request.body = Body(read_chunk, buffer_limit=REQUEST_BUFFER_LIMIT)
         scope = stream.cancel_scope
         assert scope is not None
-        with scope:
-            try:
-                response = await self._handler(request)
-            except (DownstreamReset, DownstreamConnectionLost) as exc:
-                log.info("http2_stream_failed", peer=self.peer, stream_id=stream_id, error=str(exc))
-                response = None
-            except Http2Error as exc:
-                # An upstream failure the handler let through, before any response started: answer
-                # like Envoy does, 503 with the flag, rather than a bare reset.
-                log.info("http2_upstream_failed", peer=self.peer, stream_id=stream_id, error=str(exc))
-                text = f"upstream connect error or disconnect/reset before headers: {exc.message}\n"
-                response = local_response(503, text, flags=exc.response_flag)
-            except Exception as exc:
-                log.exception("http2_handler_failed", peer=self.peer, stream_id=stream_id)
-                response = local_response(500, f"waypoint handler failed: {type(exc).__name__}\n")
-            if response is not None:
-                try:
-                    await self._write_response(stream_id, response)
-                except Http2Error as exc:
-                    log.info("http2_response_aborted", peer=self.peer, stream_id=stream_id, error=str(exc))
-                    self.reset(stream_id, h2.errors.ErrorCodes.CANCEL)
-                except Exception:
-                    log.exception("http2_response_body_failed", peer=self.peer, stream_id=stream_id)
-                    self.reset(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
-            else:
-                self.reset(stream_id, h2.errors.ErrorCodes.CANCEL)
+        answered: list[Response] = []
+        try:
+            with scope:
+                await self._answer(stream_id, request, answered)
+        finally:
+            # A relayed upstream body not read to its end (client reset, write failure, shutdown)
+            # must release its upstream stream; duck-typed so any client can offer ``abandon``.
+            for response in answered:
+                abandon = getattr(response.body, "abandon", None)
+                if abandon is not None:
+                    abandon()
         self.requests_served += 1
         self._finish(stream)
+
+    async def _answer(self, stream_id: int, request: Request, answered: list[Response]) -> None:
+        """Run the handler and write its answer; the response is recorded in ``answered`` at once."""
+        try:
+            response = await self._handler(request)
+        except (DownstreamReset, DownstreamConnectionLost) as exc:
+            log.info("http2_stream_failed", peer=self.peer, stream_id=stream_id, error=str(exc))
+            self.reset(stream_id, h2.errors.ErrorCodes.CANCEL)
+            return
+        except Http2Error as exc:
+            # An upstream failure the handler let through, before any response started: answer like
+            # Envoy does, 503 with the flag, rather than a bare reset.
+            log.info("http2_upstream_failed", peer=self.peer, stream_id=stream_id, error=str(exc))
+            text = f"upstream connect error or disconnect/reset before headers: {exc.message}\n"
+            response = local_response(503, text, flags=exc.response_flag)
+        except Exception as exc:
+            log.exception("http2_handler_failed", peer=self.peer, stream_id=stream_id)
+            response = local_response(500, f"waypoint handler failed: {type(exc).__name__}\n")
+        answered.append(response)
+        try:
+            await self._write_response(stream_id, response)
+        except Http2Error as exc:
+            log.info("http2_response_aborted", peer=self.peer, stream_id=stream_id, error=str(exc))
+            self.reset(stream_id, h2.errors.ErrorCodes.CANCEL)
+        except Exception:
+            log.exception("http2_response_body_failed", peer=self.peer, stream_id=stream_id)
+            self.reset(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
 
     def _finish(self, stream: H2Stream) -> None:
         """Forget a served stream; a request body still arriving is cut off with RST_STREAM(NO_ERROR)."""

@@ -11,7 +11,7 @@ header shaping, GOAWAY frames, fixes around h2), :mod:`waypoint.h2errors` (error
 
 from __future__ import annotations
 
-from waypoint.h2client import Http2ClientConnection, open_http2_client
+from waypoint.h2client import Http2ClientConnection, UpstreamBody, open_http2_client
 from waypoint.h2errors import (
     DownstreamConnectionLost,
     DownstreamReset,
@@ -32,6 +32,7 @@ __all__ = [
     "Http2Error",
     "Http2ServerConnection",
     "PrefixedStream",
+    "UpstreamBody",
     "UpstreamConnectionLost",
     "UpstreamProtocolError",
     "UpstreamRefused",

@@ -7,7 +7,7 @@ frame by frame (limits, GOAWAY, resets, garbage).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from functools import partial
 
 import h2.config
@@ -18,6 +18,7 @@ import h2.settings
 import pytest
 import trio
 
+from waypoint.h2client import UpstreamBody
 from waypoint.h2core import goaway_frame
 from waypoint.http2 import (
     Http2ClientConnection,
@@ -118,8 +119,13 @@ async def test_request_and_response_bodies_stream_both_ways_at_once() -> None:
     echoed = trio.Event()
 
     async def echo_as_it_arrives(request: Request) -> Response:
+        incoming = request.body.chunks()
+
         async def relay() -> bytes:
-            return await request.body._next_from_source()
+            try:
+                return await anext(incoming)
+            except StopAsyncIteration:
+                return b""
 
         return Response(status=200, body=Body(relay))
 
@@ -142,10 +148,11 @@ async def test_request_and_response_bodies_stream_both_ways_at_once() -> None:
 
         response = await client.request(GET(path=b"/bidi", method=b"POST", body=Body(produce)))
         received: list[bytes] = []
-        async for chunk in response.body.chunks():
-            received.append(chunk)
-            echoed.set()
-            echoed = trio.Event()
+        async with aclosing(response.body.chunks()) as chunks:
+            async for chunk in chunks:
+                received.append(chunk)
+                echoed.set()
+                echoed = trio.Event()
         assert b"".join(received) == b"".join(sent)
         assert len(sent) == 5
         nursery.cancel_scope.cancel()
@@ -350,3 +357,76 @@ async def test_a_failing_request_body_resets_the_stream_and_reports_the_cause() 
         assert isinstance(reset, h2.events.StreamReset)
         assert reset.error_code == h2.errors.ErrorCodes.CANCEL
         assert len(errors) == 1
+
+
+async def test_abandoning_a_response_body_resets_its_upstream_stream() -> None:
+    async with raw_upstream() as (client, server, nursery):
+        responses = Outcomes()
+
+        async def call(path: bytes) -> None:
+            responses.put(path, await client.request(GET(path=path)))
+
+        nursery.start_soon(call, b"/dropped")
+        await server.next_event(h2.events.RequestReceived)
+        server.h2.send_headers(1, [(b":status", b"200")])
+        server.h2.send_data(1, b"first part")
+        await server.flush()
+        await responses.wait_for(b"/dropped")
+        dropped = responses.values[b"/dropped"]
+        assert isinstance(dropped, Response) and isinstance(dropped.body, UpstreamBody)
+        async with aclosing(dropped.body.chunks()) as chunks:
+            async for chunk in chunks:
+                assert chunk == b"first part"
+                break
+        dropped.body.abandon()
+        reset = await server.next_event(h2.events.StreamReset)
+        assert isinstance(reset, h2.events.StreamReset)
+        assert (reset.stream_id, reset.error_code) == (1, h2.errors.ErrorCodes.CANCEL)
+        assert 1 not in client.streams
+
+        nursery.start_soon(call, b"/finished")
+        await server.next_event(h2.events.RequestReceived)
+        await server.respond(3, b"all of it", [])
+        await responses.wait_for(b"/finished")
+        finished = responses.values[b"/finished"]
+        assert isinstance(finished, Response) and isinstance(finished.body, UpstreamBody)
+        assert await finished.body.read_all(1024) == b"all of it"
+        finished.body.abandon()  # read to the end: nothing to reset
+        server.h2.ping(b"after-ab")
+        await server.flush()
+        await server.next_event(h2.events.PingAckReceived)
+        assert not any(isinstance(event, h2.events.StreamReset) for event in server.events)
+
+
+async def test_a_proxy_relaying_an_upstream_body_resets_upstream_when_its_client_resets() -> None:
+    """serve_http2 abandons a relayed upstream body when the downstream stream goes away."""
+    async with raw_upstream() as (upstream, server, nursery):
+        relaying = trio.Event()
+
+        async def forward(request: Request) -> Response:
+            response = await upstream.request(request)
+            relaying.set()
+            return response
+
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, host="127.0.0.1"), lambda s: serve_http2(s, forward), 0
+        )
+        downstream = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
+        async with downstream:
+            raw = h2.connection.H2Connection(
+                h2.config.H2Configuration(client_side=True, header_encoding=None)
+            )
+            raw.initiate_connection()
+            head = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"svc"), (b":path", b"/")]
+            raw.send_headers(1, head, end_stream=True)
+            await downstream.send_all(raw.data_to_send())
+            await server.next_event(h2.events.RequestReceived)
+            server.h2.send_headers(1, [(b":status", b"200")])
+            server.h2.send_data(1, b"streaming...")
+            await server.flush()
+            await relaying.wait()
+            raw.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+            await downstream.send_all(raw.data_to_send())
+            reset = await server.next_event(h2.events.StreamReset)
+        assert isinstance(reset, h2.events.StreamReset)
+        assert (reset.stream_id, reset.error_code) == (1, h2.errors.ErrorCodes.CANCEL)
