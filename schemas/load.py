@@ -114,8 +114,10 @@ def _documents(text: str, source: str, result: LoadResult) -> Iterator[_Document
     loader = _Loader(text)
     index = 0
     try:
-        while loader.check_data():  # type: ignore[no-untyped-call]
-            index += 1
+        while True:
+            index += 1  # the document being read now, so a syntax error is charged to the right one
+            if not loader.check_data():  # type: ignore[no-untyped-call]
+                break
             data = loader.get_data()
             origin = Origin(source=source, document_index=index)
             doc = _Document(origin=origin, data=data)
@@ -137,7 +139,7 @@ def _documents(text: str, source: str, result: LoadResult) -> Iterator[_Document
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        origin = Origin(source=source, document_index=index + 1)
+        origin = Origin(source=source, document_index=index)
         message = f"YAML syntax error{where}: {problem}"
         result.errors.append(
             _issue(_Document(origin=origin, data=None), source, Problem(path=(), message=message))
