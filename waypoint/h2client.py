@@ -121,9 +121,12 @@ class Http2ClientConnection(H2Engine):
             self.fail(f"upstream sent GOAWAY {error_name(code)}")
             return
         for stream_id, stream in list(self.streams.items()):
-            if stream_id > last:
+            if stream_id > last:  # never processed: fail it as refused (retriable), stop its body
                 stream.on_reset(h2.errors.ErrorCodes.REFUSED_STREAM)
                 self.streams.pop(stream_id, None)
+                stream.release()
+                if stream.cancel_scope is not None:
+                    stream.cancel_scope.cancel()
         self._slot_lot.unpark_all()
         if not self.streams:
             self.close_when_flushed()
