@@ -74,6 +74,7 @@ class InboundListener:
                             acceptors.start_soon(self._accept_loop, listener, connections)
                 for listener in listeners:
                     await trio.aclose_forcefully(listener)
+                self.server.drain()  # GOAWAY: peers' pools stop opening tunnels here, open ones finish
         finally:
             for listener in listeners:
                 await trio.aclose_forcefully(listener)
