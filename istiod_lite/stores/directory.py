@@ -1,7 +1,10 @@
 """The embedded default store: a directory of YAML files, re-read when a file's signature changes.
 
 Polling (mtime, size, inode) with ``trio.sleep`` instead of inotify keeps this portable and thread-free;
-a config directory holds a handful of files, so a scan costs microseconds. A file is accepted or
+a config directory holds a handful of files, so a scan costs microseconds. File timestamps are coarse (a
+kernel tick), so two same-size writes within one tick look identical; as git does with "racy" index
+entries, a file whose mtime is not safely older than the previous scan is re-read on the next one and
+its text compared. A file is accepted or
 rejected as a whole: if it fails to parse or validate, its errors are reported in ``errors`` and the
 resources it defined before stay in force — an editor's half-saved file must never delete a route from
 every proxy. Deleting a file removes its resources. A resource defined in two files is kept from the
@@ -10,8 +13,10 @@ first file in path order and reported against the second.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
@@ -21,6 +26,8 @@ from istiod_lite.stores.base import ResourceKey, Revision, StoredResource
 from istiod_lite.stores.manifests import Parser, default_parser
 
 SUFFIXES = (".yaml", ".yml", ".json")
+RACY_MARGIN_NS = 100_000_000
+"""File mtimes come from a coarse clock that can lag the wall clock; treat this much as 'same time'."""
 
 
 @attrs.frozen
@@ -33,8 +40,18 @@ class _Signature:
 class DirectoryStore:
     """Resources from every ``*.yaml``/``*.yml``/``*.json`` file under ``directory`` (recursively)."""
 
-    def __init__(self, directory: Path, *, parser: Parser | None = None, poll_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        parser: Parser | None = None,
+        poll_interval: float = 0.5,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.directory = directory
+        self._wall_clock_ns = wall_clock_ns
+        self._racy_since_ns = 0
+        self._digests: dict[Path, str] = {}
         self.poll_interval = poll_interval
         self._parser = parser if parser is not None else default_parser()
         self._signatures: dict[Path, _Signature] = {}
@@ -77,6 +94,7 @@ class DirectoryStore:
 
     def scan(self) -> bool:
         """Re-read changed files; returns whether the resources in force changed."""
+        started_ns = self._wall_clock_ns()
         directory_error = None
         try:
             current = self._signatures_now()
@@ -86,9 +104,11 @@ class DirectoryStore:
         for path in set(self._signatures) - set(current):
             self._forget(path)
         for path, signature in current.items():
-            if self._signatures.get(path) != signature:
+            racy = signature.mtime_ns >= self._racy_since_ns - RACY_MARGIN_NS
+            if self._signatures.get(path) != signature or racy:
                 self._signatures[path] = signature
                 self._load(path)
+        self._racy_since_ns = started_ns
         return self._merge(directory_error)
 
     def _signatures_now(self) -> dict[Path, _Signature]:
@@ -109,7 +129,7 @@ class DirectoryStore:
         return found
 
     def _forget(self, path: Path) -> None:
-        for table in (self._signatures, self._by_file, self._file_errors, self._file_warnings):
+        for table in (self._signatures, self._digests, self._by_file, self._file_errors, self._file_warnings):
             table.pop(path, None)
 
     def _load(self, path: Path) -> None:
@@ -117,7 +137,12 @@ class DirectoryStore:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             self._file_errors[path] = (f"{path}: cannot read: {exc}",)
+            self._digests.pop(path, None)
             return
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if self._digests.get(path) == digest:
+            return  # a racy re-read of unchanged text: nothing to parse
+        self._digests[path] = digest
         result = self._parser(text, str(path))
         self._file_warnings[path] = result.warnings
         if not result.ok:

@@ -2,7 +2,7 @@
 
 Later stores win: in ``MergedStore([directory, applied])`` a resource applied with ``meshctl apply``
 replaces the file's version of the same resource, as the user's latest explicit action should. Each
-such shadowing is listed in ``warnings`` so ``meshctl get`` can explain where a resource came from.
+such shadowing is listed in ``overrides`` so ``meshctl get`` can explain where a resource came from.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class MergedStore:
         return merged
 
     @property
-    def warnings(self) -> tuple[str, ...]:
+    def overrides(self) -> tuple[str, ...]:
         seen: dict[ResourceKey, StoredResource] = {}
         warnings = []
         for store in self.stores:

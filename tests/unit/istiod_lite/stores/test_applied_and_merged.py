@@ -97,7 +97,7 @@ async def test_merged_store_prefers_applied_over_files_and_wakes_on_either(tmp_p
     applied = AppliedStore(tmp_path / "applied.json")
     merged = MergedStore([directory, applied])
     assert merged.list()[SEARCH_KEY].source.endswith("search.yaml#1")
-    assert not merged.warnings
+    assert not merged.overrides
 
     revision = merged.revision
     with trio.fail_after(5):
@@ -105,7 +105,7 @@ async def test_merged_store_prefers_applied_over_files_and_wakes_on_either(tmp_p
             nursery.start_soon(_apply_soon, applied)  # runs once the watcher below is blocked
             revision = await merged.wait_changed(revision)
     assert merged.list()[SEARCH_KEY].manifest["spec"] == {"ports": [{"port": 8080}]}
-    assert merged.warnings == (f"{SEARCH_KEY} from applied overrides the one at {config / 'search.yaml'}#1",)
+    assert merged.overrides == (f"{SEARCH_KEY} from applied overrides the one at {config / 'search.yaml'}#1",)
 
     (config / "cart.yaml").write_text(SEARCH.replace("search", "cart"))
     directory.scan()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import trio
@@ -9,6 +10,7 @@ import trio.testing
 
 from istiod_lite.stores.base import ResourceKey
 from istiod_lite.stores.directory import DirectoryStore
+from istiod_lite.stores.manifests import ParseResult, default_parser
 
 
 def _service(name: str, port: int = 80, namespace: str = "prod") -> str:
@@ -125,3 +127,29 @@ async def test_run_polls_and_wakes_watchers_once_a_file_changes(
             new_revision = await store.wait_changed(revision)
         assert new_revision == revision + 1 and _ports(store, "search") == 8080
         nursery.cancel_scope.cancel()
+
+
+def test_a_same_size_rewrite_within_one_timestamp_tick_is_still_seen(tmp_path: Path) -> None:
+    """Like git's racy index entries: a file not safely older than the last scan is re-read once more."""
+    path = tmp_path / "search.yaml"
+    path.write_text(_service("search", 8080))
+    mtime_ns = path.stat().st_mtime_ns
+    now = [mtime_ns + 1_000]  # the scans run within the same tick as the writes
+    parsed: list[str] = []
+
+    def counting_parser(text: str, source: str) -> ParseResult:
+        parsed.append(source)
+        return default_parser()(text, source)
+
+    store = DirectoryStore(tmp_path, parser=counting_parser, wall_clock_ns=lambda: now[0])
+    store.scan()
+    path.write_text(_service("search", 9090))  # same size, and the same coarse timestamp:
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    assert store.scan() is True
+    assert _ports(store, "search") == 9090
+    assert len(parsed) == 2
+
+    now[0] = mtime_ns + 10_000_000_000  # the file is now safely older than the last scan
+    assert store.scan() is False  # one more read of the racy file: same text, so no parse
+    assert store.scan() is False  # from here on its signature alone decides
+    assert len(parsed) == 2
