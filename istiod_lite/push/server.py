@@ -117,7 +117,15 @@ class PushServer:
     # ---------------------------------------------------------------------------------- publishing
 
     def publish(self, snapshot_by_type: Mapping[str, Mapping[str, object]]) -> None:
-        """Make these the newest resources of the given types (other types keep theirs); debounced."""
+        """Make these the newest resources of the given types (other types keep theirs); debounced.
+
+        The bodies are shared, not copied: build fresh dicts for every publish and never mutate them after.
+        """
+        if self._types is not None and not self._types.issuperset(snapshot_by_type):
+            unknown = sorted(set(snapshot_by_type) - self._types)
+            raise ValueError(
+                f"publish of types {unknown} this server was not set up to push ({sorted(self._types)})"
+            )
         for type_name, resources in snapshot_by_type.items():
             self._pending[type_name] = dict(resources)
         self._debouncer.changed(trio.current_time())

@@ -150,6 +150,13 @@ async def test_status_per_proxy_and_type_with_nack_error_and_second_connections(
         nursery.cancel_scope.cancel()
 
 
+async def test_publishing_a_type_the_server_does_not_push_is_a_programming_error() -> None:
+    server = PushServer(types=["service"])
+    with pytest.raises(ValueError, match=r"publish of types \['route'\]"):
+        server.publish({"service": {}, "route": {}})
+    assert server.catalog() == {}
+
+
 @pytest.mark.parametrize(
     ("message", "reason"),
     [
