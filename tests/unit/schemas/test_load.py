@@ -9,6 +9,7 @@ import pytest
 from schemas.errors import ResourceInvalid
 from schemas.load import load_paths, load_text, parse_resource
 from schemas.networking import DestinationRule, VirtualService
+from schemas.security import Action, AuthorizationPolicy
 
 VS = """\
 apiVersion: networking.istio.io/v1
@@ -149,4 +150,6 @@ def test_parse_resource_raises_with_every_issue() -> None:
     assert [i.path for i in caught.value.issues] == ["spec.action", "spec.rules[0].to[0].operation.methods"]
     assert "meshctl validate" in str(caught.value)
     data["spec"] = {"action": "DENY"}
-    assert parse_resource(data).spec.action == "DENY"
+    policy = parse_resource(data)
+    assert isinstance(policy, AuthorizationPolicy)
+    assert policy.spec.action is Action.DENY
