@@ -67,12 +67,17 @@ class Problem:
         return attrs.evolve(self, path=(*prefix, *self.path))
 
 
-class StructureFailure(Exception):
-    """Raised by converter hooks with every problem found below the value being structured."""
+class StructureFailure(MeshError):
+    """Raised by the converter with every problem found below the value being structured.
+
+    It knows field paths but not files: the loader turns each problem into an :class:`Issue`.
+    """
+
+    hint = "the field paths are relative to the object passed to schemas.converter.structure"
 
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems = list(problems)
-        super().__init__("; ".join(f"{format_path(p.path)}: {p.message}" for p in self.problems))
+        super().__init__("; ".join(f"{format_path(p.path) or '<root>'}: {p.message}" for p in self.problems))
 
 
 @attrs.frozen(kw_only=True)

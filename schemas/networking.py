@@ -106,6 +106,11 @@ class HTTPRewrite:
 
 @attrs.frozen(kw_only=True)
 class HTTPRetry:
+    UNSUPPORTED_KEYS: ClassVar[Mapping[str, str]] = {
+        "retryRemoteLocalities": "locality-aware retries are not implemented",
+        "backoff": "a custom retry backoff is not implemented (25 ms base with jitter is used)",
+    }
+
     attempts: int = attrs.field(default=0, metadata=meta(minimum=0))
     per_try_timeout: Duration | None = None
     retry_on: str | None = None
@@ -113,12 +118,22 @@ class HTTPRetry:
 
 @attrs.frozen(kw_only=True)
 class Delay:
+    UNSUPPORTED_KEYS: ClassVar[Mapping[str, str]] = {
+        "percent": "deprecated in Istio; use percentage: {value: N}",
+        "exponentialDelay": "exponential delays are not implemented; use fixedDelay",
+    }
+
     percentage: Percent | None = None
     fixed_delay: Duration
 
 
 @attrs.frozen(kw_only=True)
 class Abort:
+    UNSUPPORTED_KEYS: ClassVar[Mapping[str, str]] = {
+        "grpcStatus": "gRPC aborts are not implemented; use httpStatus",
+        "http2Error": "HTTP/2 error aborts are not implemented; use httpStatus",
+    }
+
     percentage: Percent | None = None
     http_status: int = attrs.field(metadata=meta(minimum=200, maximum=599))
 
@@ -284,6 +299,12 @@ class ClientTLSSettings:
 
 @attrs.frozen(kw_only=True)
 class TrafficPolicy:
+    UNSUPPORTED_KEYS: ClassVar[Mapping[str, str]] = {
+        "portLevelSettings": "per-port traffic policies are not implemented; use one policy per host",
+        "tunnel": "Istio's tunnel settings do not apply: ambient traffic always rides HBONE",
+        "proxyProtocol": "PROXY protocol is not implemented",
+    }
+
     load_balancer: LoadBalancerSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: OutlierDetection | None = None
@@ -299,6 +320,10 @@ class Subset:
 
 @attrs.frozen(kw_only=True)
 class DestinationRuleSpec:
+    UNSUPPORTED_KEYS: ClassVar[Mapping[str, str]] = {
+        "workloadSelector": "sidecar-scoped DestinationRules do not exist in ambient mode",
+    }
+
     host: str
     traffic_policy: TrafficPolicy | None = None
     subsets: tuple[Subset, ...] = ()

@@ -37,7 +37,8 @@ SHAPE_CASES = {
     "delay-without-duration", "port-range", "tls-routes-unsupported", "lb-enum", "consistent-hash-empty",
     "outlier-percent", "connection-pool-type", "audit-unsupported", "custom-unsupported", "action-enum",
     "operation-port-int", "source-typo", "mtls-mode", "backend-weight-type", "path-type-enum",
-    "parent-name-missing", "route-timeout", "gateway-listeners-empty",
+    "parent-name-missing", "route-timeout", "gateway-listeners-empty", "port-level-settings",
+    "delay-percent-deprecated",
 }  # fmt: skip
 # Invalid documents whose fault only a cross-field rule sees.
 RULE_CASES = {

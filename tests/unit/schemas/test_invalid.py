@@ -10,7 +10,11 @@ import textwrap
 
 import pytest
 
+from meshcore.errors import MeshError
+from schemas.converter import structure
+from schemas.errors import StructureFailure, format_path
 from schemas.load import load_text
+from schemas.networking import DestinationRuleSpec
 
 VS = """\
 apiVersion: networking.istio.io/v1
@@ -225,6 +229,18 @@ CASES: list[tuple[str, str, str, str]] = [
         "set one of httpHeaderName",
     ),
     (
+        "port-level-settings",
+        spec(DR, "host: reviews\ntrafficPolicy: {portLevelSettings: [{port: {number: 80}}]}\n"),
+        "spec.trafficPolicy.portLevelSettings",
+        "not supported: per-port traffic policies",
+    ),
+    (
+        "delay-percent-deprecated",
+        vs_http("fault: {delay: {percent: 10, fixedDelay: 1s}}"),
+        "spec.http[0].fault.delay.percent",
+        "use percentage: {value: N}",
+    ),
+    (
         "outlier-percent",
         spec(DR, "host: reviews\ntrafficPolicy: {outlierDetection: {maxEjectionPercent: 101}}\n"),
         "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
@@ -407,6 +423,14 @@ def test_issue_reads_exactly_like_the_example() -> None:
         "canary.yaml: document 2 (VirtualService prod/search-service): spec.http[0].route[1].weight: "
         'expected integer, got "5%"'
     ]
+
+
+def test_converter_failures_are_mesh_errors_with_paths() -> None:
+    with pytest.raises(MeshError) as caught:
+        structure({"host": "a", "subsets": [{"name": 3}]}, DestinationRuleSpec)
+    assert isinstance(caught.value, StructureFailure)
+    assert [format_path(p.path) for p in caught.value.problems] == ["subsets[0].name"]
+    assert str(caught.value).startswith("subsets[0].name: expected string, got 3 (hint: ")
 
 
 def test_every_error_in_a_document_is_reported() -> None:
