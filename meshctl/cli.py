@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from meshctl.commands import register as register_control_plane_verbs
 from meshctl.validate import validate
 
 
@@ -13,3 +14,4 @@ def cli() -> None:
 
 
 cli.add_command(validate)
+register_control_plane_verbs(cli)  # apply, delete, get, proxy-status (meshctl/commands/)
