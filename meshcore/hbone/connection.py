@@ -8,8 +8,7 @@ Three tasks per connection, owned by :meth:`HboneConnection.run`'s nursery:
   forbids concurrent sends); everyone else appends h2's output and :meth:`kick`\\ s it;
 * the **keepalive** PINGs every 10 s and declares the connection dead after 20 s without an answer.
 
-Settings follow DESIGN §3 (stream window 4 MiB, connection window 16 MiB raised explicitly with
-``increment_flow_control_window``, max frame 1 MiB, servers advertise 200 concurrent streams).
+Settings (DESIGN §3) and h2 adjustments live in :mod:`meshcore.hbone.h2setup`.
 """
 
 from __future__ import annotations
@@ -17,86 +16,42 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
-import h2.settings
-import hyperframe.frame
 import structlog
 import trio
 
 from meshcore.hbone.connect import parse_response
 from meshcore.hbone.errors import ConnectionLost, StreamReset
+from meshcore.hbone.h2setup import (
+    CONNECTION_WINDOW,
+    FLUSH_TIMEOUT,
+    MAX_FRAME_SIZE,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    RECEIVE_SIZE,
+    SERVER_MAX_CONCURRENT_STREAMS,
+    STREAM_WINDOW,
+    WRITE_HIGH_WATER,
+    new_h2_connection,
+)
 from meshcore.hbone.h2stream import HboneStream
 
 log = structlog.get_logger("meshcore.hbone")
 
-STREAM_WINDOW = 4 * 1024 * 1024
-CONNECTION_WINDOW = 16 * 1024 * 1024
-MAX_FRAME_SIZE = 1024 * 1024
-SERVER_MAX_CONCURRENT_STREAMS = 200
-PING_INTERVAL = 10.0
-PING_TIMEOUT = 20.0
-FLUSH_TIMEOUT = 1.0
-# A 1 MiB header block must still be *decoded* (to keep HPACK state in sync) so it can be refused on
-# its own stream; past this, decoding itself is the attack and the connection goes (GOAWAY).
-HPACK_DECODE_LIMIT = 4 * 1024 * 1024
-RECEIVE_SIZE = 256 * 1024
-# Senders park while this much output is queued for the socket: bounds memory per connection.
-WRITE_HIGH_WATER = 2 * 1024 * 1024
-
-_DEFAULT_WINDOW = 65535
-
-
-def _cheap_data_repr(self: hyperframe.frame.DataFrame) -> str:
-    return f"<{len(self.data)} bytes>"
-
-
-# h2 formats ``repr(frame)`` for its trace log on every received frame even when logging is off, and a
-# DataFrame's repr hex-encodes its payload: ~30% of a tunnel's CPU (DESIGN §7). Nothing reads that
-# repr but debug logging, so describe DATA by length instead.
-hyperframe.frame.DataFrame._body_repr = _cheap_data_repr  # type: ignore[method-assign,assignment]
-
-
-class _DrainableH2Connection(h2.connection.H2Connection):
-    """h2 treats any GOAWAY, sent or received, as the end of the connection: its state machine goes
-    to CLOSED and refuses even DATA for streams already open. HTTP/2 (RFC 9113 §6.8) and every peer
-    we meet (Envoy, ztunnel) mean a NO_ERROR GOAWAY as "no *new* streams": the ones in flight finish.
-    So after a NO_ERROR GOAWAY the state machine is put back to OPEN, and this class refuses new
-    streams itself (``HboneConnection.usable``). Done here, in the frame handler, so frames that
-    follow the GOAWAY in the same read are still accepted.
-    """
-
-    def _receive_goaway_frame(
-        self, frame: hyperframe.frame.GoAwayFrame
-    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
-        before = self.state_machine.state
-        frames, events = super()._receive_goaway_frame(frame)
-        if frame.error_code == h2.errors.ErrorCodes.NO_ERROR:
-            self.state_machine.state = before
-        return frames, events
-
-    def send_goaway_keep_open(self) -> None:
-        """Our own NO_ERROR GOAWAY, after which open streams keep flowing."""
-        before = self.state_machine.state
-        self.close_connection(h2.errors.ErrorCodes.NO_ERROR)
-        self.state_machine.state = before
-
+__all__ = [
+    "CONNECTION_WINDOW",
+    "MAX_FRAME_SIZE",
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
+    "SERVER_MAX_CONCURRENT_STREAMS",
+    "STREAM_WINDOW",
+    "HboneConnection",
+    "RequestCallback",
+]
 
 RequestCallback = Callable[[HboneStream, list[tuple[bytes, bytes]]], None]
-
-
-def _config(client_side: bool) -> h2.config.H2Configuration:
-    # Bytes headers on the server: connect.py validates and decodes them so a malformed request is a
-    # stream error (400), not an h2 ProtocolError that would GOAWAY every tunnel on the connection.
-    return h2.config.H2Configuration(
-        client_side=client_side,
-        header_encoding=None,
-        validate_inbound_headers=client_side,
-        normalize_inbound_headers=client_side,
-    )
 
 
 class HboneConnection:
@@ -119,19 +74,7 @@ class HboneConnection:
         self.client_side = client_side
         self.peer = peer
         self._on_request = on_request
-        self.h2 = _DrainableH2Connection(config=_config(client_side))
-        settings: dict[h2.settings.SettingCodes, int] = {
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-        }
-        if not client_side:
-            settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = SERVER_MAX_CONCURRENT_STREAMS
-        self.h2.local_settings = h2.settings.Settings(client=client_side, initial_values=settings)
-        self.h2.max_inbound_frame_size = MAX_FRAME_SIZE
-        self.h2.decoder.max_header_list_size = HPACK_DECODE_LIMIT
-        self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
+        self.h2 = new_h2_connection(client_side)
         self.streams: dict[int, HboneStream] = {}
         self.window_lot = trio.lowlevel.ParkingLot()
         self._writable_lot = trio.lowlevel.ParkingLot()
