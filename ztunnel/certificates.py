@@ -5,8 +5,12 @@ workload presents its identity's certificate, and outbound tunnels are opened un
 workload's identity. Contexts are built once per certificate (loading a chain into ``ssl`` is not
 free) and rebuilt when a new certificate is installed.
 
-Where certificates come from is injected (``load``): files from ``--cert-dir`` now, the CA client of
-:mod:`meshcore.identity` with istiod_lite. ``/config_dump`` shows each one with its state.
+Where certificates come from: ``load`` (files from ``--cert-dir``, read on demand), or certificates
+fetched elsewhere (the :class:`meshcore.identity.manager.CertificateManager` with istiod_lite) handed
+to :meth:`CertificateStore.install`. A renewed certificate is loaded *into the existing contexts*, so
+listeners and pooled dialers use it for every new handshake without being rebuilt (roots are added
+to the contexts' trust store; a retired root stays trusted until restart — ``ssl`` cannot remove one).
+``/config_dump`` shows each identity with its state.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from meshcore.errors import MeshError
 from meshcore.identity.certs import WorkloadCertificate, fingerprint
 from meshcore.identity.errors import CertificateUnavailable
 from meshcore.identity.spiffe import Identity
-from meshcore.identity.tls import contexts_for
+from meshcore.identity.tls import contexts_for, load_cert_chain
 
 Loader = Callable[[Identity], WorkloadCertificate]
 
@@ -35,7 +39,7 @@ def certificate_state(cert: WorkloadCertificate, wall: float) -> str:
 
 
 class CertificateStore:
-    def __init__(self, load: Loader) -> None:
+    def __init__(self, load: Loader | None = None) -> None:
         self._load = load
         self._certs: dict[Identity, WorkloadCertificate] = {}
         self._contexts: dict[Identity, tuple[ssl.SSLContext, ssl.SSLContext]] = {}
@@ -44,6 +48,9 @@ class CertificateStore:
     def ensure(self, identities: Iterable[Identity]) -> dict[Identity, str]:
         """Load what is missing among ``identities``; returns the ones that failed with why."""
         for identity in set(identities) - self._certs.keys():
+            if self._load is None:
+                self._errors.setdefault(identity, "not fetched yet")
+                continue
             try:
                 self.install(self._load(identity))
             except MeshError as exc:
@@ -51,9 +58,32 @@ class CertificateStore:
         return {identity: error for identity, error in self._errors.items() if identity not in self._certs}
 
     def install(self, cert: WorkloadCertificate) -> None:
-        self._contexts[cert.identity] = contexts_for(cert)
+        existing = self._contexts.get(cert.identity)
+        if existing is None:
+            self._contexts[cert.identity] = contexts_for(cert)
+        else:
+            chain, key, roots = cert.chain_pem(), cert.key_pem(), cert.roots_pem().decode()
+            for context in existing:
+                load_cert_chain(context, chain, key)
+                context.load_verify_locations(cadata=roots)
         self._certs[cert.identity] = cert
         self._errors.pop(cert.identity, None)
+
+    def record_error(self, identity: Identity, error: str) -> None:
+        """Why ``identity`` has no certificate (shown by readiness and the config dump)."""
+        if identity not in self._certs:
+            self._errors[identity] = error
+
+    def forget(self, keep: Iterable[Identity]) -> None:
+        """Drop errors for identities no longer wanted (certificates stay until restart: cheap, harmless)."""
+        wanted = set(keep)
+        for identity in list(self._errors):
+            if identity not in wanted:
+                del self._errors[identity]
+
+    def serial(self, identity: Identity) -> str | None:
+        cert = self._certs.get(identity)
+        return None if cert is None else cert.serial
 
     def has(self, identity: Identity) -> bool:
         return identity in self._certs

@@ -5,9 +5,9 @@
 * ``--local-config FILE --cert-dir DIR`` — no control plane: state from ztunnel's own
   ``LOCAL_XDS_PATH`` YAML (:mod:`ztunnel.local_config`) and certificates from files
   (:mod:`ztunnel.cert_dir` documents the layout);
-* ``--istiod wss://… --token-file F --root-cert F`` — state pushed by istiod_lite, certificates from its
-  CA. Parsed and validated here so the CLI contract is fixed; the push client lands with the control
-  plane, and until then this mode is refused with an error that says so (see ``proxy.StateSource``).
+* ``--istiod wss://HOST:PORT/v1/xds --token-file F --root-cert F`` — state pushed by istiod_lite,
+  certificates from its CA (:mod:`ztunnel.pushed`); the token is the node's (istiod_lite writes
+  ``<state-dir>/tokens/<node>.token``), the root is the mesh root it must present a chain to.
 
 Ports default to the standard ones (DESIGN §3 "Ports"); each process has an address of its own in proxy
 mode, so they never clash. ``0`` means "any free port" (tests), and the ready line reports what was bound.

@@ -1,7 +1,8 @@
 """The ztunnel component: state, certificates, the HBONE pool, per-workload listeners, admin ports.
 
 ``Ztunnel.run`` brings a node's proxy up in the order that makes "ready" true when it is said:
-state synced (the local config file), certificates loaded for every local identity, the standard
+state synced (the local config file, or istiod_lite's first full push), certificates loaded (files) or
+fetched (istiod_lite's CA) for every local identity, the standard
 ports bound, and for each local HBONE workload an inbound listener on ``podIP:15008`` and an
 explicit-proxy listener on ``podIP:15080``. It then reports the bound addresses through
 ``task_status`` and keeps the listeners in step with state: :meth:`Ztunnel.state_changed` (called by
@@ -26,8 +27,11 @@ from meshcore.admin.ports import ComponentPorts, StandardPorts
 from meshcore.errors import MeshError
 from meshcore.hbone.pool import HbonePool, PoolKey
 from meshcore.hbone.server import VerifyPeer
+from meshcore.identity.certs import WorkloadCertificate
+from meshcore.identity.manager import CertificateManager
 from meshcore.identity.spiffe import Identity
 from meshcore.identity.tls import TlsStream, verify_peer_client, verify_peer_server
+from meshcore.push.client import PushClient
 from meshcore.ready import format_address
 from meshcore.telemetry.metrics import Registry
 from schemas.discovery import TunnelProtocol, Workload
@@ -40,6 +44,7 @@ from ztunnel.explicit_proxy import ExplicitProxyListener
 from ztunnel.inbound import InboundListener
 from ztunnel.local_config import load_local_config
 from ztunnel.outbound import Outbound
+from ztunnel.pushed import connect_control_plane
 from ztunnel.state import ProxyState
 from ztunnel.telemetry import ConnectionTelemetry
 
@@ -48,8 +53,12 @@ log = structlog.get_logger("ztunnel.proxy")
 LOCAL_CONFIG_POLL = 1.0
 
 
-class StateSourceUnavailable(MeshError):
-    hint = "run with --local-config FILE --cert-dir DIR until the istiod_lite push client is wired into ztunnel"
+CERT_FETCH_TIMEOUT = 10.0
+CERT_REFRESH_POLL = 10.0
+
+
+class StartupFailed(MeshError):
+    hint = "{detail}"
 
 
 @attrs.frozen
@@ -85,7 +94,7 @@ class Ztunnel:
         self.registry = Registry()
         self.telemetry = ConnectionTelemetry(self.registry)
         self.drain = Drain()
-        self.certificates = CertificateStore(self._load_certificate)
+        self.certificates = CertificateStore(self._load_certificate if config.cert_dir is not None else None)
         self.pool = HbonePool(self._tls_for)
         self.outbound = Outbound(state=self.state, pool=self.pool, telemetry=self.telemetry, drain=self.drain)
         self.ports = ComponentPorts(
@@ -101,13 +110,47 @@ class Ztunnel:
         self._listener_errors: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
         self._config_stamp: tuple[int, int] | None = None
+        self._push: PushClient | None = None
+        self._manager: CertificateManager | None = None
+        self._changed = trio.Event()
 
     # ---------------------------------------------------------------------------- credentials
 
-    def _load_certificate(self, identity: Identity) -> Any:
-        if self.config.cert_dir is None:
-            raise StateSourceUnavailable("certificates from istiod_lite are not available in this build")
+    def _load_certificate(self, identity: Identity) -> WorkloadCertificate:
+        assert self.config.cert_dir is not None
         return load_cert_dir(self.config.cert_dir, [identity])[identity]
+
+    async def _fetch_certificates(self, identities: set[Identity]) -> None:
+        """istiod_lite mode: fetch what is missing, each bounded by CERT_FETCH_TIMEOUT, all at once."""
+        manager = self._manager
+        assert manager is not None
+
+        async def fetch(identity: Identity) -> None:
+            with trio.move_on_after(CERT_FETCH_TIMEOUT):
+                try:
+                    self.certificates.install(await manager.fetch(identity))
+                except MeshError as exc:
+                    self.certificates.record_error(identity, str(exc))
+                return
+            self.certificates.record_error(identity, f"istiod_lite did not sign within {CERT_FETCH_TIMEOUT}s")
+
+        async with trio.open_nursery() as fetches:
+            for identity in identities:
+                if not self.certificates.has(identity):
+                    fetches.start_soon(fetch, identity)
+
+    async def _follow_renewals(self) -> None:
+        """Load certificates the manager renewed (at half-life) into the live TLS contexts."""
+        manager = self._manager
+        assert manager is not None
+        while True:
+            await trio.sleep(CERT_REFRESH_POLL)
+            for workload in self.local_workloads():
+                identity = Identity.parse(workload.identity)
+                current = manager.current(identity)
+                if current is not None and current.serial != self.certificates.serial(identity):
+                    self.certificates.install(current)
+                    log.info("certificate_renewed", identity=str(identity), serial=current.serial)
 
     def _tls_for(self, key: PoolKey) -> tuple[Any, VerifyPeer]:
         context = self.certificates.client_context(Identity.parse(key.source_identity))
@@ -154,13 +197,29 @@ class Ztunnel:
             if changed:
                 await self.state_changed()
 
+    def _notify_changed(self) -> None:
+        self._changed.set()
+
+    async def _follow_pushes(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed = trio.Event()
+            await self.state_changed()
+
     def local_workloads(self) -> list[Workload]:
         return self.state.local_workloads(self.config.node)
 
     async def state_changed(self) -> None:
         """Bring certificates and listeners in line with state (idempotent)."""
         assert self._nursery is not None
-        desired = desired_listeners(self.local_workloads())
+        local = self.local_workloads()
+        desired = desired_listeners(local)
+        if self._manager is not None:
+            # Node authorization: certificates for exactly the identities of this node's HBONE workloads.
+            wanted = {w.uid: Identity.parse(w.identity) for w in local if w.tunnel_protocol is TunnelProtocol.HBONE}
+            self._manager.sync(wanted)
+            self.certificates.forget(wanted.values())
+            await self._fetch_certificates(set(wanted.values()))
         problems = self.certificates.ensure(Identity.parse(key.identity) for key in desired.values())
         for problem in problems.values():
             log.error("certificate_unavailable", error=problem)
@@ -214,19 +273,29 @@ class Ztunnel:
     # ------------------------------------------------------------------------------------ run
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
-        if self.config.local_config is None:
-            raise StateSourceUnavailable("ztunnel cannot follow istiod_lite yet: its push client is not wired in")
-        self.load_local_config()
+        if self.config.local_config is not None:
+            self.load_local_config()
         async with trio.open_nursery() as root:
             self._nursery = root
             await root.start(self.pool.run)
+            if self.config.istiod is not None:
+                self._push, self._manager = connect_control_plane(self.config, self.state, self._notify_changed)
+                await root.start(self._manager.run)
+                await root.start(self._push.run)
+                log.info("waiting_for_first_push", istiod=self.config.istiod)
+                await self._push.wait_synced()
+                self._changed = trio.Event()  # the pushes so far are what state_changed() below applies
             await self.state_changed()
             missing = self.certificates.ensure([])
             if missing or self._listener_errors:
-                raise StateSourceUnavailable(
-                    "ztunnel cannot start: " + "; ".join([*missing.values(), *self._listener_errors.values()]))
+                problems = [*missing.values(), *self._listener_errors.values()]
+                raise StartupFailed("ztunnel cannot start: " + "; ".join(problems), detail=problems[0])
             ports = await root.start(self.ports.run)
-            root.start_soon(self._watch_local_config)
+            if self._manager is not None:
+                root.start_soon(self._follow_pushes)
+                root.start_soon(self._follow_renewals)
+            else:
+                root.start_soon(self._watch_local_config)
             task_status.started(self.addresses(ports))
             await self.drain.wait_requested()
             log.info("drain_started", open_connections=self.drain.active, deadline_s=self.config.drain_seconds)
