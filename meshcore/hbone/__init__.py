@@ -2,6 +2,7 @@
 
 * :mod:`~meshcore.hbone.connect` — the CONNECT contract, sans-IO (validate, build, status mapping)
 * :mod:`~meshcore.hbone.connection` — the trio driver of one HTTP/2 connection
+* :mod:`~meshcore.hbone.h2setup` — HBONE's h2 settings and the two adjustments h2 needs
 * :mod:`~meshcore.hbone.h2stream` — one tunnel as a ``trio.abc.HalfCloseableStream``
 * :mod:`~meshcore.hbone.server` — the terminating side (listener, TLS, per-stream handler)
 * :mod:`~meshcore.hbone.pool` — the originating side (keyed connection pool)
