@@ -19,6 +19,12 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|µs|ns)")
 _NANOS = {"h": 3_600 * 10**9, "m": 60 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3, "µs": 10**3, "ns": 1}
 
 
+# What the Kubernetes API server accepts for object names and namespaces; checked here so that a
+# name the cluster would refuse is caught before anything is applied locally.
+DNS_SUBDOMAIN = r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL = r"^(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
 def meta(
     *,
     key: str | None = None,
@@ -126,8 +132,8 @@ class ObjectMeta:
         }
     )
 
-    name: str
-    namespace: str | None = None
+    name: str = attrs.field(metadata=meta(pattern=DNS_SUBDOMAIN))
+    namespace: str | None = attrs.field(default=None, metadata=meta(pattern=DNS_LABEL))
     labels: Mapping[str, str] = attrs.field(factory=dict)
     annotations: Mapping[str, str] = attrs.field(factory=dict)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Mapping
 from typing import ClassVar
 
 import attrs
@@ -48,6 +49,8 @@ class AllowedRoutes:
 class Listener:
     """``protocol`` is a free string in the Gateway API (HTTP, HTTPS, TCP, TLS, HBONE for waypoints …)."""
 
+    UNSUPPORTED_KEYS: ClassVar[Mapping[str, str]] = {"tls": "TLS termination at a Gateway is not implemented"}
+
     name: str
     hostname: str | None = None
     port: int = attrs.field(metadata=PORT)
@@ -57,6 +60,11 @@ class Listener:
 
 @attrs.frozen(kw_only=True)
 class GatewaySpec:
+    UNSUPPORTED_KEYS: ClassVar[Mapping[str, str]] = {
+        "addresses": "Gateway addresses are assigned by the mesh, not requested",
+        "infrastructure": "Gateway infrastructure settings are not implemented",
+    }
+
     gateway_class_name: str
     listeners: tuple[Listener, ...] = attrs.field(metadata=meta(min_items=1))
 
@@ -223,6 +231,8 @@ class HTTPRouteFilter:
 
 @attrs.frozen(kw_only=True)
 class HTTPBackendRef:
+    UNSUPPORTED_KEYS: ClassVar[Mapping[str, str]] = {"filters": "per-backend filters are not implemented"}
+
     group: str | None = None
     kind: str | None = None
     name: str
@@ -239,6 +249,11 @@ class HTTPRouteTimeouts:
 
 @attrs.frozen(kw_only=True)
 class HTTPRouteRule:
+    UNSUPPORTED_KEYS: ClassVar[Mapping[str, str]] = {
+        "retry": "HTTPRoute retries (experimental) are not implemented; use a VirtualService",
+        "sessionPersistence": "session persistence is not implemented",
+    }
+
     name: str | None = None
     matches: tuple[HTTPRouteMatch, ...] = ()
     filters: tuple[HTTPRouteFilter, ...] = ()

@@ -38,7 +38,7 @@ SHAPE_CASES = {
     "outlier-percent", "connection-pool-type", "audit-unsupported", "custom-unsupported", "action-enum",
     "operation-port-int", "source-typo", "mtls-mode", "backend-weight-type", "path-type-enum",
     "parent-name-missing", "route-timeout", "gateway-listeners-empty", "port-level-settings",
-    "delay-percent-deprecated",
+    "delay-percent-deprecated", "listener-tls",
 }  # fmt: skip
 # Invalid documents whose fault only a cross-field rule sees.
 RULE_CASES = {

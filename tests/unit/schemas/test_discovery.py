@@ -77,7 +77,9 @@ workloads = st.builds(
     workload_name=text,
     workload_type=st.sampled_from(WorkloadType),
     services=st.dictionaries(st.builds(lambda ns, h: f"{ns}/{h}", names, hostnames), port_maps, max_size=2),
-    authorization_policies=st.lists(st.builds(lambda ns, n: f"{ns}/{n}", names, names), max_size=2).map(tuple),
+    authorization_policies=st.lists(st.builds(lambda ns, n: f"{ns}/{n}", names, names), max_size=2).map(
+        tuple
+    ),
     status=st.sampled_from(WorkloadStatus),
     capacity=st.integers(min_value=0, max_value=1000),
 )
@@ -89,13 +91,18 @@ services = st.builds(
     hostname=hostnames,
     vips=st.lists(network_addresses, max_size=2).map(tuple),
     ports=st.lists(
-        st.builds(ServicePort, service_port=ports, target_port=st.integers(0, 65535),
-                  app_protocol=st.sampled_from(AppProtocol)),
+        st.builds(
+            ServicePort,
+            service_port=ports,
+            target_port=st.integers(0, 65535),
+            app_protocol=st.sampled_from(AppProtocol),
+        ),
         max_size=3,
     ).map(tuple),
     subject_alt_names=st.lists(text, max_size=2).map(tuple),
     waypoint=st.none() | gateways,
-    load_balancing=st.none() | st.builds(
+    load_balancing=st.none()
+    | st.builds(
         LoadBalancing,
         routing_preference=st.lists(st.sampled_from(LocalityScope), max_size=2).map(tuple),
         mode=st.sampled_from(LoadBalancingMode),
@@ -132,8 +139,12 @@ authorizations = st.builds(
     scope=st.sampled_from(Scope),
     action=st.sampled_from(Action),
     rules=st.lists(
-        st.builds(Rule, clauses=st.lists(
-            st.builds(Clause, matches=st.lists(matches, max_size=2).map(tuple)), max_size=2).map(tuple)),
+        st.builds(
+            Rule,
+            clauses=st.lists(
+                st.builds(Clause, matches=st.lists(matches, max_size=2).map(tuple)), max_size=2
+            ).map(tuple),
+        ),
         max_size=2,
     ).map(tuple),
 )
@@ -180,7 +191,11 @@ def test_resource_keys_follow_istio_xds_names() -> None:
     assert resource_key(workload) == "cluster1//v1/Pod/prod/api-1"
     assert resource_key(service) == "prod/api.prod.svc.cluster.local"
     assert resource_key(policy) == "prod/deny-all"
-    assert [type_name(workload), type_name(service), type_name(policy)] == ["workload", "service", "authorization"]
+    assert [type_name(workload), type_name(service), type_name(policy)] == [
+        "workload",
+        "service",
+        "authorization",
+    ]
     assert set(RESOURCE_TYPES) == {"workload", "service", "authorization"}
 
 
@@ -198,11 +213,18 @@ def test_defaults_are_omitted_from_push_json() -> None:
 
 def test_string_match_json_uses_istio_oneof_shape() -> None:
     match = Match(principals=(StringMatch(prefix="cluster.local/ns/prod/"), StringMatch(presence=True)))
-    assert to_json(Authorization(name="a", namespace="n", rules=(Rule(clauses=(Clause(matches=(match,)),)),))) == {
+    assert to_json(
+        Authorization(name="a", namespace="n", rules=(Rule(clauses=(Clause(matches=(match,)),)),))
+    ) == {
         "name": "a",
         "namespace": "n",
-        "rules": [{"clauses": [{"matches": [{"principals": [
-            {"prefix": "cluster.local/ns/prod/"}, {"presence": {}}]}]}]}],
+        "rules": [
+            {
+                "clauses": [
+                    {"matches": [{"principals": [{"prefix": "cluster.local/ns/prod/"}, {"presence": {}}]}]}
+                ]
+            }
+        ],
     }
 
 
@@ -214,41 +236,106 @@ BASE = {"uid": "u", "name": "p", "namespace": "prod"}
 @pytest.mark.parametrize(
     ("kind", "body", "expected"),
     [
-        pytest.param(Workload, {**BASE, "color": "red"}, "unknown field(s) color @ workload",
-                     id="unknown-field-is-an-error-not-ignored"),
-        pytest.param(Workload, {"name": "p", "namespace": "prod"}, "required field missing @ workload.uid",
-                     id="missing-uid"),
-        pytest.param(Workload, {**BASE, "addresses": ["10.0.0.300"]}, "'10.0.0.300' is not an IP address",
-                     id="bad-ip"),
-        pytest.param(Workload, {**BASE, "addresses": "10.0.0.1"},
-                     "expected a list, got str '10.0.0.1' @ workload.addresses", id="string-is-not-a-list"),
-        pytest.param(Workload, {**BASE, "capacity": "3"}, "expected int, got str '3' @ workload.capacity",
-                     id="no-string-to-int-coercion"),
-        pytest.param(Workload, {**BASE, "capacity": True}, "expected int, got bool True @ workload.capacity",
-                     id="no-bool-to-int-coercion"),
-        pytest.param(Workload, {**BASE, "tunnel_protocol": "TCP"}, "'TCP' is not one of HBONE, NONE",
-                     id="tunnel-protocol-enum"),
-        pytest.param(Workload, {**BASE, "services": {"api.prod": {"80": 8080}}},
-                     "is not of the form namespace/hostname", id="service-key-needs-namespace"),
-        pytest.param(Workload, {**BASE, "services": {"prod/api": {"http": 8080}}},
-                     "expected integer ports, got 'http': 8080 @ workload.services['prod/api']",
-                     id="port-map-keys-are-numbers"),
-        pytest.param(Workload, {**BASE, "waypoint": {"hbone_mtls_port": 15008}},
-                     "exactly one of address or hostname must be set @ workload.waypoint",
-                     id="waypoint-needs-a-destination"),
-        pytest.param(Service, {"name": "a", "namespace": "n", "hostname": "h",
-                               "ports": [{"service_port": 0, "target_port": 80}]},
-                     "port 0 is outside 1..65535 @ service.ports[0]", id="service-port-range"),
-        pytest.param(Authorization, {"name": "a", "namespace": "n", "action": "AUDIT"},
-                     "'AUDIT' is not one of ALLOW, DENY @ authorization.action", id="audit-action-unsupported"),
-        pytest.param(Authorization, {"name": "a", "namespace": "n", "rules": [{"clauses": [{"matches": [
-            {"principals": [{"regex": ".*"}]}]}]}]},
-            "@ authorization.rules[0].clauses[0].matches[0].principals[0]", id="regex-string-match-unsupported"),
-        pytest.param(Authorization, {"name": "a", "namespace": "n", "rules": [{"clauses": [{"matches": [
-            {"source_ips": ["10.0.0.0/33"]}]}]}]},
-            "'10.0.0.0/33' is not an IP address or CIDR", id="bad-cidr"),
-        pytest.param(Authorization, ["not", "an", "object"], "expected an object, got list @ authorization",
-                     id="body-must-be-an-object"),
+        pytest.param(
+            Workload,
+            {**BASE, "color": "red"},
+            "unknown field(s) color @ workload",
+            id="unknown-field-is-an-error-not-ignored",
+        ),
+        pytest.param(
+            Workload,
+            {"name": "p", "namespace": "prod"},
+            "required field missing @ workload.uid",
+            id="missing-uid",
+        ),
+        pytest.param(
+            Workload, {**BASE, "addresses": ["10.0.0.300"]}, "'10.0.0.300' is not an IP address", id="bad-ip"
+        ),
+        pytest.param(
+            Workload,
+            {**BASE, "addresses": "10.0.0.1"},
+            "expected a list, got str '10.0.0.1' @ workload.addresses",
+            id="string-is-not-a-list",
+        ),
+        pytest.param(
+            Workload,
+            {**BASE, "capacity": "3"},
+            "expected int, got str '3' @ workload.capacity",
+            id="no-string-to-int-coercion",
+        ),
+        pytest.param(
+            Workload,
+            {**BASE, "capacity": True},
+            "expected int, got bool True @ workload.capacity",
+            id="no-bool-to-int-coercion",
+        ),
+        pytest.param(
+            Workload,
+            {**BASE, "tunnel_protocol": "TCP"},
+            "'TCP' is not one of HBONE, NONE",
+            id="tunnel-protocol-enum",
+        ),
+        pytest.param(
+            Workload,
+            {**BASE, "services": {"api.prod": {"80": 8080}}},
+            "is not of the form namespace/hostname",
+            id="service-key-needs-namespace",
+        ),
+        pytest.param(
+            Workload,
+            {**BASE, "services": {"prod/api": {"http": 8080}}},
+            "expected integer ports, got 'http': 8080 @ workload.services['prod/api']",
+            id="port-map-keys-are-numbers",
+        ),
+        pytest.param(
+            Workload,
+            {**BASE, "waypoint": {"hbone_mtls_port": 15008}},
+            "exactly one of address or hostname must be set @ workload.waypoint",
+            id="waypoint-needs-a-destination",
+        ),
+        pytest.param(
+            Service,
+            {
+                "name": "a",
+                "namespace": "n",
+                "hostname": "h",
+                "ports": [{"service_port": 0, "target_port": 80}],
+            },
+            "port 0 is outside 1..65535 @ service.ports[0]",
+            id="service-port-range",
+        ),
+        pytest.param(
+            Authorization,
+            {"name": "a", "namespace": "n", "action": "AUDIT"},
+            "'AUDIT' is not one of ALLOW, DENY @ authorization.action",
+            id="audit-action-unsupported",
+        ),
+        pytest.param(
+            Authorization,
+            {
+                "name": "a",
+                "namespace": "n",
+                "rules": [{"clauses": [{"matches": [{"principals": [{"regex": ".*"}]}]}]}],
+            },
+            "@ authorization.rules[0].clauses[0].matches[0].principals[0]",
+            id="regex-string-match-unsupported",
+        ),
+        pytest.param(
+            Authorization,
+            {
+                "name": "a",
+                "namespace": "n",
+                "rules": [{"clauses": [{"matches": [{"source_ips": ["10.0.0.0/33"]}]}]}],
+            },
+            "'10.0.0.0/33' is not an IP address or CIDR",
+            id="bad-cidr",
+        ),
+        pytest.param(
+            Authorization,
+            ["not", "an", "object"],
+            "expected an object, got list @ authorization",
+            id="body-must-be-an-object",
+        ),
     ],
 )
 def test_bad_push_bodies_are_rejected_with_field_path(kind: type[Any], body: Any, expected: str) -> None:
