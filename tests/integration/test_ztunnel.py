@@ -73,6 +73,7 @@ def layout(block: int) -> dict[str, Pod]:
                        policies=("secure/allow-client-principal",)),
         "nsguarded": Pod("nsguarded", "secure2", "nsguarded", f"127.{block}.2.3", "node-b",
                          policies=("secure2/allow-client-namespace",)),
+        "legacy": Pod("legacy", "server", "legacy", f"127.{block}.2.9", "node-b", protocol="TCP"),
     }
 
 
@@ -105,7 +106,8 @@ async def mesh(spawn: Spawner, tmp_path: Path, nursery: trio.Nursery) -> AsyncIt
     web, guarded, nsguarded = pods["web"].ip, pods["guarded"].ip, pods["nsguarded"].ip
     await nursery.start(http_app, web, 8080, b"hello from web\n")
     await nursery.start(bulk_app, web, 9000, 64 * MiB, bulk_send)
-    for host, port in ((web, 7000), (web, 9091), (guarded, 7000), (nsguarded, 7000), (f"127.{block}.250.1", 7000)):
+    legacy, outside = pods["legacy"].ip, f"127.{block}.250.1"
+    for host, port in ((web, 7000), (web, 9091), (guarded, 7000), (nsguarded, 7000), (legacy, 7000), (outside, 7000)):
         await nursery.start(echo_app, host, port)
     b = spawn.python_module("ztunnel-b", "ztunnel", *ztunnel_args("node-b", f"127.{block}.0.2", config, certs))
     a = spawn.python_module("ztunnel-a", "ztunnel", *ztunnel_args("node-a", f"127.{block}.0.1", config, certs))
@@ -260,6 +262,13 @@ async def test_passthrough_to_a_non_mesh_address(mesh: Mesh) -> None:
     assert await echo_through(mesh.proxy("client"), mesh.outside, 7000, b"plain") == (0, b"plain")
     outbound = await logged(mesh.a, direction="outbound", **{"dst.addr": f"{mesh.outside}:7000"})
     assert "dst.hbone_addr" not in outbound[-1] and outbound[-1]["bytes_recv"] == len(b"plain")
+
+
+async def test_a_workload_without_hbone_gets_plain_tcp(mesh: Mesh) -> None:
+    assert await echo_through(mesh.proxy("client"), mesh.ip("legacy"), 7000, b"old") == (0, b"old")
+    line = (await logged(mesh.a, direction="outbound", **{"dst.workload": "server/legacy"}))[-1]
+    assert line["dst.addr"] == f"{mesh.ip('legacy')}:7000" and "dst.hbone_addr" not in line
+    assert "hbone:server/legacy" not in mesh.b.addresses  # ztunnel B does not front a non-mesh pod
 
 
 async def test_service_vip_and_short_name_resolve_through_mesh_state(mesh: Mesh) -> None:

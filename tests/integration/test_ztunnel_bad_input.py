@@ -69,6 +69,19 @@ async def sink_app(host: str, port: int, events: list[str], *,
     await trio.serve_listeners(handle, listeners)
 
 
+async def resetting_app(host: str, port: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Reads the first bytes, then aborts the connection with a TCP RST."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    task_status.started()
+    await trio.serve_listeners(handle, listeners)
+
+
 @pytest.fixture
 async def setup(spawn: Spawner, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Setup]:
     block = free_block()
@@ -81,6 +94,7 @@ async def setup(spawn: Spawner, tmp_path: Path, nursery: trio.Nursery) -> AsyncI
     events: list[str] = []
     await nursery.start(echo_app, web.ip, 7000)
     await nursery.start(sink_app, web.ip, 7001, events)
+    await nursery.start(resetting_app, web.ip, 7002)
     b = spawn.python_module("ztunnel-b", "ztunnel", *ztunnel_args("node-b", f"127.{block}.0.2", config, certs))
     a = spawn.python_module("ztunnel-a", "ztunnel", *ztunnel_args("node-a", f"127.{block}.0.1", config, certs))
     setup = Setup(a=a, b=b, client=client, web=web, certs=certs, sink_events=events)
@@ -263,3 +277,14 @@ async def test_client_reset_mid_transfer_resets_the_app_side(setup: Setup) -> No
             break
         await trio.sleep(0.05)
     assert setup.sink_events == ["reset"]
+
+
+async def test_app_reset_reaches_the_client_as_a_reset(setup: Setup) -> None:
+    stream, code = await socks5_connect((setup.client.ip, 15080), setup.web.ip, 7002)
+    assert code == 0
+    async with stream:
+        await stream.send_all(b"hello")
+        with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):
+            # A clean end would read b"" here; an abort must surface as one (ECONNRESET), end to end.
+            while await stream.receive_some(4096):
+                pass
