@@ -381,6 +381,21 @@ CASES: list[tuple[str, str, str, str]] = [
         "expected string, got true",
     ),
     (
+        "name-not-dns",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: Search_Service, namespace: prod}\n",
+        "metadata.name",
+        '"Search_Service" does not match',
+    ),
+    (
+        "listener-tls",
+        spec(
+            GW,
+            "gatewayClassName: istio\nlisteners:\n  - {name: https, port: 443, protocol: HTTPS, tls: {}}\n",
+        ),
+        "spec.listeners[0].tls",
+        "not supported: TLS termination",
+    ),
+    (
         "name-missing",
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {namespace: prod}\n",
         "metadata.name",
