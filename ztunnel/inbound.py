@@ -17,14 +17,14 @@ import structlog
 import trio
 
 from meshcore.hbone.connect import ConnectRequest, ConnectStatus, IPAddress
-from meshcore.hbone.copy import CopyStats, copy_bidirectional
+from meshcore.hbone.copy import CopyStats
 from meshcore.hbone.server import HboneServer, Respond, VerifyPeer
 from meshcore.ready import format_address
 from schemas.discovery import Workload
 from ztunnel.drain import Drain
 from ztunnel.inbound_decision import baggage_for, decide_inbound, source_ip
 from ztunnel.state import ProxyState
-from ztunnel.telemetry import ConnectionFacts, ConnectionTelemetry
+from ztunnel.telemetry import ConnectionFacts, ConnectionTelemetry, copy_reporting
 
 log = structlog.get_logger("ztunnel.inbound")
 
@@ -147,7 +147,7 @@ class InboundListener:
             tracked = self._telemetry.track(facts)
             stats = CopyStats()
             try:
-                await copy_bidirectional(stream, app, stats)
+                await copy_reporting(tracked, stream, app, stats)
             finally:
                 tracked.finish(
                     bytes_received=stats.downstream_to_upstream,

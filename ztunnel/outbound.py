@@ -27,7 +27,7 @@ import structlog
 import trio
 
 from meshcore.errors import MeshError
-from meshcore.hbone.copy import CopyStats, copy_bidirectional
+from meshcore.hbone.copy import CopyStats
 from meshcore.hbone.errors import ConnectDenied, ConnectRejected, HboneError
 from meshcore.hbone.pool import HbonePool, PoolKey
 from meshcore.ready import format_address
@@ -37,7 +37,7 @@ from ztunnel.drain import Drain
 from ztunnel.explicit_proxy_protocol import Outcome
 from ztunnel.inbound_decision import baggage_for
 from ztunnel.state import Destination, DestinationKind, ProxyState
-from ztunnel.telemetry import ConnectionFacts, ConnectionTelemetry
+from ztunnel.telemetry import ConnectionFacts, ConnectionTelemetry, copy_reporting
 
 log = structlog.get_logger("ztunnel.outbound")
 
@@ -206,7 +206,7 @@ class Outbound:
             if early_data:
                 await upstream.send_all(early_data)
                 stats.downstream_to_upstream += len(early_data)
-            await copy_bidirectional(client, upstream, stats)
+            await copy_reporting(tracked, client, upstream, stats)
         except (trio.BrokenResourceError, trio.ClosedResourceError, HboneError) as exc:
             stats.reset, stats.error = True, f"{type(exc).__name__}: {exc}"
         finally:

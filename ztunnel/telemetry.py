@@ -9,7 +9,8 @@ upstream connect — so a denied or failed connection is counted opened *and* cl
 *received* is client → server, *sent* is server → client.
 
 :func:`connection_labels` is pure (tested as a table); :class:`ConnectionTelemetry` adds the registry,
-the logger and the clock.
+the logger and the clock. Byte counters advance while a connection runs (:func:`copy_reporting`,
+every 5 s) and are completed when it closes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
+from meshcore.hbone.copy import CopyStats, copy_bidirectional
 from meshcore.telemetry.istio import (
     NO_FLAGS,
     ConnectionLabels,
@@ -32,6 +34,8 @@ from meshcore.telemetry.metrics import Registry
 from schemas.discovery import Service, TunnelProtocol, Workload
 
 Direction = Literal["inbound", "outbound"]
+
+REPORT_INTERVAL = 5.0
 
 
 def peer_info(workload: Workload | None, identity: str | None) -> PeerInfo:
@@ -124,7 +128,16 @@ class TrackedConnection:
         self._started = trio.current_time()
         self._recorder = owner.metrics.for_connection(connection_labels(facts, self.response_flags))
         self._recorder.opened()
+        self._reported_sent = 0
+        self._reported_received = 0
         self.finished: ConnectionLog | None = None
+
+    def report(self, *, bytes_sent: int, bytes_received: int) -> None:
+        """Bring the byte counters up to these running totals (so long connections show progress)."""
+        self._recorder.sent(max(0, bytes_sent - self._reported_sent))
+        self._recorder.received(max(0, bytes_received - self._reported_received))
+        self._reported_sent = max(self._reported_sent, bytes_sent)
+        self._reported_received = max(self._reported_received, bytes_received)
 
     def finish(
         self, *, bytes_sent: int = 0, bytes_received: int = 0, result: str = "ok", error: str | None = None
@@ -132,8 +145,7 @@ class TrackedConnection:
         """Count the bytes and the close, and write the access-log line (once; later calls return it)."""
         if self.finished is not None:
             return self.finished
-        self._recorder.received(bytes_received)
-        self._recorder.sent(bytes_sent)
+        self.report(bytes_sent=bytes_sent, bytes_received=bytes_received)
         self._recorder.closed()
         self.finished = access_log_record(
             self.facts,
@@ -157,3 +169,23 @@ class ConnectionTelemetry:
 
     def track(self, facts: ConnectionFacts, response_flags: str = NO_FLAGS) -> TrackedConnection:
         return TrackedConnection(self, facts, response_flags)
+
+
+async def copy_reporting(
+    tracked: TrackedConnection,
+    downstream: trio.abc.Stream,
+    upstream: trio.abc.Stream,
+    stats: CopyStats,
+    interval: float = REPORT_INTERVAL,
+) -> None:
+    """:func:`copy_bidirectional` while the byte counters follow the copy every ``interval`` seconds."""
+
+    async def report_every() -> None:
+        while True:
+            await trio.sleep(interval)
+            tracked.report(bytes_sent=stats.upstream_to_downstream, bytes_received=stats.downstream_to_upstream)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(report_every)
+        await copy_bidirectional(downstream, upstream, stats)
+        nursery.cancel_scope.cancel()

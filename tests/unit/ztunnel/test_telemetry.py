@@ -7,11 +7,14 @@ import json
 
 import pytest
 import structlog
+import trio
+import trio.testing
 
+from meshcore.hbone.copy import CopyStats
 from meshcore.telemetry.logs import configure_logging
 from meshcore.telemetry.metrics import Registry
 from schemas.discovery import Service, TunnelProtocol, Workload
-from ztunnel.telemetry import ConnectionFacts, ConnectionTelemetry, connection_labels, peer_info
+from ztunnel.telemetry import ConnectionFacts, ConnectionTelemetry, connection_labels, copy_reporting, peer_info
 
 CLIENT = Workload(uid="c", name="client-0", namespace="front", service_account="client", workload_name="client",
                   canonical_name="client", canonical_revision="v1")
@@ -95,3 +98,25 @@ async def test_tracked_connection_counts_once_and_logs_one_line() -> None:
         assert (lines[0]["bytes_recv"], lines[0]["bytes_sent"], lines[0]["dst.hbone_addr"]) == (5, 7, "10.0.0.2:15008")
     finally:
         structlog.reset_defaults()
+
+
+async def test_byte_counters_follow_a_running_copy(autojump_clock: trio.abc.Clock) -> None:
+    registry = Registry()
+    tracked = ConnectionTelemetry(registry).track(
+        ConnectionFacts(direction="outbound", src_addr="a", dst_addr="b", source=CLIENT))
+    client, proxy_down = trio.testing.memory_stream_pair()
+    proxy_up, server = trio.testing.memory_stream_pair()
+    stats = CopyStats()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(copy_reporting, tracked, proxy_down, proxy_up, stats, 5.0)
+        await client.send_all(b"x" * 10)
+        assert await server.receive_some(100) == b"x" * 10
+        await server.send_all(b"yy")
+        assert await client.receive_some(100) == b"yy"
+        assert values(registry)["istio_tcp_received_bytes_total"] == "0"  # not reported yet
+        await trio.sleep(6)
+        assert values(registry) == expected(opened=1, closed=0, received=10, sent=2)  # while still open
+        await client.send_eof()
+        await server.send_eof()
+    tracked.finish(bytes_sent=stats.upstream_to_downstream, bytes_received=stats.downstream_to_upstream)
+    assert values(registry) == expected(opened=1, closed=1, received=10, sent=2)  # no double counting
