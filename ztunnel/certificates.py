@@ -21,10 +21,18 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from meshcore.errors import MeshError
+from meshcore.hbone.pool import PoolKey
+from meshcore.hbone.server import VerifyPeer
 from meshcore.identity.certs import WorkloadCertificate, fingerprint
 from meshcore.identity.errors import CertificateUnavailable
 from meshcore.identity.spiffe import Identity
-from meshcore.identity.tls import contexts_for, load_cert_chain
+from meshcore.identity.tls import (
+    TlsStream,
+    contexts_for,
+    load_cert_chain,
+    verify_peer_client,
+    verify_peer_server,
+)
 
 Loader = Callable[[Identity], WorkloadCertificate]
 
@@ -100,6 +108,25 @@ class CertificateStore:
             reason = self._errors.get(identity, "no workload with this identity runs on this node")
             raise CertificateUnavailable(f"no certificate for {identity}", identity=identity, reason=reason)
         return found
+
+    def pool_tls(self, key: PoolKey) -> tuple[ssl.SSLContext, VerifyPeer]:
+        """The HBONE pool's TLS for ``key``: our certificate for its source identity, and a check that
+        the server proves one of the identities the destination may have."""
+        context = self.client_context(Identity.parse(key.source_identity))
+        expected = key.destination_identities
+
+        def verify(stream: TlsStream) -> str:
+            return verify_peer_server(stream, expected).uri
+
+        return context, verify
+
+    def verify_client(self, identity: Identity) -> VerifyPeer:
+        """The inbound check: any client of ``identity``'s trust domain (authorization decides which)."""
+
+        def verify(stream: TlsStream) -> str:
+            return verify_peer_client(stream, identity.trust_domain).uri
+
+        return verify
 
     def dump(self, wall: float | None = None) -> list[dict[str, Any]]:
         wall = time.time() if wall is None else wall

@@ -25,12 +25,10 @@ import trio
 
 from meshcore.admin.ports import ComponentPorts, StandardPorts
 from meshcore.errors import MeshError
-from meshcore.hbone.pool import HbonePool, PoolKey
-from meshcore.hbone.server import VerifyPeer
+from meshcore.hbone.pool import HbonePool
 from meshcore.identity.certs import WorkloadCertificate
 from meshcore.identity.manager import CertificateManager
 from meshcore.identity.spiffe import Identity
-from meshcore.identity.tls import TlsStream, verify_peer_client, verify_peer_server
 from meshcore.push.client import PushClient
 from meshcore.ready import format_address
 from meshcore.telemetry.metrics import Registry
@@ -44,18 +42,13 @@ from ztunnel.explicit_proxy import ExplicitProxyListener
 from ztunnel.inbound import InboundListener
 from ztunnel.local_config import load_local_config
 from ztunnel.outbound import Outbound
-from ztunnel.pushed import connect_control_plane
+from ztunnel.pushed import connect_control_plane, fetch_missing, follow_renewals
 from ztunnel.state import ProxyState
 from ztunnel.telemetry import ConnectionTelemetry
 
 log = structlog.get_logger("ztunnel.proxy")
 
 LOCAL_CONFIG_POLL = 1.0
-
-
-CERT_FETCH_TIMEOUT = 10.0
-CERT_REFRESH_POLL = 10.0
-
 
 class StartupFailed(MeshError):
     hint = "{detail}"
@@ -95,7 +88,7 @@ class Ztunnel:
         self.telemetry = ConnectionTelemetry(self.registry)
         self.drain = Drain()
         self.certificates = CertificateStore(self._load_certificate if config.cert_dir is not None else None)
-        self.pool = HbonePool(self._tls_for)
+        self.pool = HbonePool(self.certificates.pool_tls)
         self.outbound = Outbound(state=self.state, pool=self.pool, telemetry=self.telemetry, drain=self.drain)
         self.ports = ComponentPorts(
             registry=self.registry,
@@ -119,53 +112,6 @@ class Ztunnel:
     def _load_certificate(self, identity: Identity) -> WorkloadCertificate:
         assert self.config.cert_dir is not None
         return load_cert_dir(self.config.cert_dir, [identity])[identity]
-
-    async def _fetch_certificates(self, identities: set[Identity]) -> None:
-        """istiod_lite mode: fetch what is missing, each bounded by CERT_FETCH_TIMEOUT, all at once."""
-        manager = self._manager
-        assert manager is not None
-
-        async def fetch(identity: Identity) -> None:
-            with trio.move_on_after(CERT_FETCH_TIMEOUT):
-                try:
-                    self.certificates.install(await manager.fetch(identity))
-                except MeshError as exc:
-                    self.certificates.record_error(identity, str(exc))
-                return
-            self.certificates.record_error(identity, f"istiod_lite did not sign within {CERT_FETCH_TIMEOUT}s")
-
-        async with trio.open_nursery() as fetches:
-            for identity in identities:
-                if not self.certificates.has(identity):
-                    fetches.start_soon(fetch, identity)
-
-    async def _follow_renewals(self) -> None:
-        """Load certificates the manager renewed (at half-life) into the live TLS contexts."""
-        manager = self._manager
-        assert manager is not None
-        while True:
-            await trio.sleep(CERT_REFRESH_POLL)
-            for workload in self.local_workloads():
-                identity = Identity.parse(workload.identity)
-                current = manager.current(identity)
-                if current is not None and current.serial != self.certificates.serial(identity):
-                    self.certificates.install(current)
-                    log.info("certificate_renewed", identity=str(identity), serial=current.serial)
-
-    def _tls_for(self, key: PoolKey) -> tuple[Any, VerifyPeer]:
-        context = self.certificates.client_context(Identity.parse(key.source_identity))
-        expected = key.destination_identities
-
-        def verify(stream: TlsStream) -> str:
-            return verify_peer_server(stream, expected).uri
-
-        return context, verify
-
-    def _verify_client(self, identity: Identity) -> VerifyPeer:
-        def verify(stream: TlsStream) -> str:
-            return verify_peer_client(stream, identity.trust_domain).uri
-
-        return verify
 
     # ---------------------------------------------------------------------------------- state
 
@@ -209,6 +155,9 @@ class Ztunnel:
     def local_workloads(self) -> list[Workload]:
         return self.state.local_workloads(self.config.node)
 
+    def _local_identities(self) -> set[Identity]:
+        return {Identity.parse(w.identity) for w in self.local_workloads() if w.tunnel_protocol is TunnelProtocol.HBONE}
+
     async def state_changed(self) -> None:
         """Bring certificates and listeners in line with state (idempotent)."""
         assert self._nursery is not None
@@ -219,7 +168,7 @@ class Ztunnel:
             wanted = {w.uid: Identity.parse(w.identity) for w in local if w.tunnel_protocol is TunnelProtocol.HBONE}
             self._manager.sync(wanted)
             self.certificates.forget(wanted.values())
-            await self._fetch_certificates(set(wanted.values()))
+            await fetch_missing(self.certificates, self._manager, set(wanted.values()))
         problems = self.certificates.ensure(Identity.parse(key.identity) for key in desired.values())
         for problem in problems.values():
             log.error("certificate_unavailable", error=problem)
@@ -254,7 +203,7 @@ class Ztunnel:
             telemetry=self.telemetry,
             drain=self.drain,
             ssl_context=self.certificates.server_context(identity),
-            verify_client=self._verify_client(identity),
+            verify_client=self.certificates.verify_client(identity),
             app_bind_address=self.config.node_address,
         )
         explicit = ExplicitProxyListener(
@@ -293,7 +242,7 @@ class Ztunnel:
             ports = await root.start(self.ports.run)
             if self._manager is not None:
                 root.start_soon(self._follow_pushes)
-                root.start_soon(self._follow_renewals)
+                root.start_soon(follow_renewals, self.certificates, self._manager, self._local_identities)
             else:
                 root.start_soon(self._watch_local_config)
             task_status.started(self.addresses(ports))

@@ -13,14 +13,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import trio
+
 from meshcore.errors import MeshError
 from meshcore.identity.ca_client import CaClient, control_plane_context
 from meshcore.identity.manager import CertificateManager
+from meshcore.identity.spiffe import Identity
 from meshcore.push.client import PushClient, parse_push_url
 from meshcore.push.protocol import JSON
+from meshcore.telemetry.logs import get_logger
 from schemas.discovery import RESOURCE_TYPES
+from ztunnel.certificates import CertificateStore
 from ztunnel.config import ZtunnelConfig
 from ztunnel.state import ProxyState
+
+CERT_FETCH_TIMEOUT = 10.0
+CERT_REFRESH_POLL = 10.0
+
+_log = get_logger("ztunnel.pushed")
 
 
 class ControlPlaneSettingsError(MeshError):
@@ -60,3 +70,34 @@ def connect_control_plane(
     push = PushClient(config.istiod, token, tls, tuple(RESOURCE_TYPES), PushedState(state, on_change))
     manager = CertificateManager(CaClient((target.host, target.port), token=token, roots_pem=roots))
     return push, manager
+
+
+async def fetch_missing(store: CertificateStore, manager: CertificateManager, identities: set[Identity]) -> None:
+    """Fetch the certificates ``store`` lacks among ``identities``, all at once, each bounded."""
+
+    async def fetch(identity: Identity) -> None:
+        with trio.move_on_after(CERT_FETCH_TIMEOUT):
+            try:
+                store.install(await manager.fetch(identity))
+            except MeshError as exc:
+                store.record_error(identity, str(exc))
+            return
+        store.record_error(identity, f"istiod_lite did not sign within {CERT_FETCH_TIMEOUT}s")
+
+    async with trio.open_nursery() as fetches:
+        for identity in identities:
+            if not store.has(identity):
+                fetches.start_soon(fetch, identity)
+
+
+async def follow_renewals(
+    store: CertificateStore, manager: CertificateManager, identities: Callable[[], set[Identity]]
+) -> None:
+    """Load certificates the manager renewed (at half-life) into the live TLS contexts."""
+    while True:
+        await trio.sleep(CERT_REFRESH_POLL)
+        for identity in identities():
+            current = manager.current(identity)
+            if current is not None and current.serial != store.serial(identity):
+                store.install(current)
+                _log.info("certificate_renewed", identity=str(identity), serial=current.serial)

@@ -7,7 +7,6 @@ baggage, 400, 401, 503), that the listener keeps serving after each, and what th
 from __future__ import annotations
 
 import functools
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,9 +16,7 @@ import trio
 
 from meshcore.hbone.errors import ConnectDenied, ConnectRejected
 from meshcore.hbone.pool import HbonePool, PoolKey
-from meshcore.hbone.server import VerifyPeer
 from meshcore.identity.spiffe import Identity
-from meshcore.identity.tls import TlsStream, verify_peer_client, verify_peer_server
 from meshcore.telemetry.metrics import Registry
 from schemas.discovery import Action, Authorization, Clause, Match, Rule, Scope, Workload
 from tests.integration.ztunnel_mesh import write_cert_dir
@@ -66,23 +63,15 @@ async def setup(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Setup]:
     app_listeners = await nursery.start(functools.partial(trio.serve_tcp, echo, 0, host="127.0.0.1"))
     app_port = app_listeners[0].socket.getsockname()[1]
 
-    def verify_client(stream: TlsStream) -> str:
-        return verify_peer_client(stream, "cluster.local").uri
-
     registry = Registry()
     listener = InboundListener(
         SERVER, host="127.0.0.1", port=0, state=state, telemetry=ConnectionTelemetry(registry), drain=Drain(),
-        ssl_context=store.server_context(server_id), verify_client=verify_client, app_bind_address="127.0.0.3",
+        ssl_context=store.server_context(server_id), verify_client=store.verify_client(server_id),
+        app_bind_address="127.0.0.3",
     )
     host, port = await nursery.start(listener.run)
 
-    def tls_for(key: PoolKey) -> tuple[ssl.SSLContext, VerifyPeer]:
-        def verify(stream: TlsStream) -> str:
-            return verify_peer_server(stream, key.destination_identities).uri
-
-        return store.client_context(CLIENT), verify
-
-    pool = HbonePool(tls_for)
+    pool = HbonePool(store.pool_tls)
     await nursery.start(pool.run)
     key = PoolKey(CLIENT.uri, (SERVER.identity,), host, port)
     yield Setup(pool=pool, key=key, app_port=app_port, app_peers=peers, listener=listener, registry=registry)
