@@ -23,6 +23,10 @@ _NANOS = {"h": 3_600 * 10**9, "m": 60 * 10**9, "s": 10**9, "ms": 10**6, "us": 10
 # name the cluster would refuse is caught before anything is applied locally.
 DNS_SUBDOMAIN = r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL = r"^(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_TEXT = "a valid name (lowercase letters, digits, '-' and '.', starting and ending alphanumeric)"
+DNS_LABEL_TEXT = (
+    "a valid namespace (up to 63 lowercase letters, digits and '-', starting and ending alphanumeric)"
+)
 
 
 def meta(
@@ -32,10 +36,12 @@ def meta(
     maximum: float | None = None,
     min_items: int | None = None,
     pattern: str | None = None,
+    pattern_text: str | None = None,
     always: bool = False,
 ) -> dict[str, Any]:
     """Field metadata: ``key`` overrides the camelCase YAML name; ``always`` emits the field even
-    when it holds its default (``apiVersion``, ``kind``); the rest are value constraints."""
+    when it holds its default (``apiVersion``, ``kind``); the rest are value constraints, and
+    ``pattern_text`` says in words what ``pattern`` accepts, for the error message."""
     out: dict[str, Any] = {"always": True} if always else {}
     for name, value in (
         ("key", key),
@@ -43,6 +49,7 @@ def meta(
         ("maximum", maximum),
         ("min_items", min_items),
         ("pattern", pattern),
+        ("pattern_text", pattern_text),
     ):
         if value is not None:
             out[name] = value
@@ -132,8 +139,10 @@ class ObjectMeta:
         }
     )
 
-    name: str = attrs.field(metadata=meta(pattern=DNS_SUBDOMAIN))
-    namespace: str | None = attrs.field(default=None, metadata=meta(pattern=DNS_LABEL))
+    name: str = attrs.field(metadata=meta(pattern=DNS_SUBDOMAIN, pattern_text=DNS_SUBDOMAIN_TEXT))
+    namespace: str | None = attrs.field(
+        default=None, metadata=meta(pattern=DNS_LABEL, pattern_text=DNS_LABEL_TEXT)
+    )
     labels: Mapping[str, str] = attrs.field(factory=dict)
     annotations: Mapping[str, str] = attrs.field(factory=dict)
 

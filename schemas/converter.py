@@ -196,7 +196,8 @@ def constraint_problems(field: attrs.Attribute[Any], value: Any) -> list[str]:
     if "min_items" in md and isinstance(value, tuple | dict) and len(value) < md["min_items"]:
         out.append(f"must have at least {md['min_items']} item(s)")
     if "pattern" in md and isinstance(value, str) and not re.search(md["pattern"], value):
-        out.append(f"{describe(value)} does not match {md['pattern']}")
+        wanted = md.get("pattern_text") or f"matching {md['pattern']}"
+        out.append(f"{describe(value)} is not {wanted}")
     return out
 
 

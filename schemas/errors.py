@@ -92,6 +92,9 @@ class Issue:
     path: str
     message: str
     severity: Severity = Severity.ERROR
+    # Best-effort 1-based line of the field (or of its nearest existing parent) for editors and
+    # UIs; not part of the printed form, which stays file/document/resource/path as users read it.
+    line: int | None = attrs.field(default=None, eq=False)
 
     def __str__(self) -> str:
         where = self.source

@@ -19,7 +19,16 @@ import yaml
 from schemas import references
 from schemas.common import namespace_of
 from schemas.converter import structure
-from schemas.errors import Issue, PathPart, Problem, ResourceInvalid, Severity, StructureFailure, format_path
+from schemas.errors import (
+    Issue,
+    MapKey,
+    PathPart,
+    Problem,
+    ResourceInvalid,
+    Severity,
+    StructureFailure,
+    format_path,
+)
 from schemas.kinds import Resource, UnknownKind, lookup
 from schemas.networking import DestinationRule, VirtualService
 
@@ -61,12 +70,44 @@ class LoadResult:
 
 
 @attrs.frozen(kw_only=True)
+class _Position:
+    line: int  # 1-based line where a mapping or sequence starts
+    keys: dict[str, int]  # for a mapping: the line of each key
+
+
+@attrs.frozen(kw_only=True)
 class _Document:
-    """One YAML document on its way through the checks."""
+    """One YAML document on its way through the checks.
+
+    ``positions`` maps ``id()`` of every dict/list in ``data`` to where it was written; the ids stay
+    valid because ``data`` keeps the whole tree alive for as long as the document is.
+    """
 
     origin: Origin
     data: Any
     prefix: tuple[PathPart, ...] = ()  # ("items", 3) inside a ``kind: List``
+    positions: dict[int, _Position] = attrs.field(factory=dict, eq=False, repr=False)
+    root: Any = attrs.field(default=attrs.Factory(lambda self: self.data, takes_self=True), repr=False)
+
+    def line_of(self, path: tuple[PathPart, ...]) -> int | None:
+        """The line of the deepest part of ``path`` that exists in the document (best effort)."""
+        node = self.root
+        position = self.positions.get(id(node))
+        line = position.line if position else None
+        for part in (*self.prefix, *path):
+            key = part.key if isinstance(part, MapKey) else part
+            if isinstance(node, dict) and key in node:
+                if position is not None and str(key) in position.keys:
+                    line = position.keys[str(key)]
+                node = node[key]
+            elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+                node = node[key]
+            else:
+                break
+            position = self.positions.get(id(node))
+            if position is not None and isinstance(node, list):
+                line = position.line
+        return line
 
 
 class _Loader(yaml.SafeLoader):
@@ -75,6 +116,18 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.duplicates: list[str] = []
+        self.positions: dict[int, _Position] = {}
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        data = super().construct_object(node, deep=deep)
+        if isinstance(data, dict | list):
+            keys: dict[str, int] = {}
+            if isinstance(node, yaml.MappingNode):
+                for key_node, _ in node.value:
+                    if isinstance(key_node, yaml.ScalarNode):
+                        keys.setdefault(key_node.value, key_node.start_mark.line + 1)
+            self.positions[id(data)] = _Position(line=node.start_mark.line + 1, keys=keys)
+        return data
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[tuple[str, str]] = set()
@@ -105,6 +158,7 @@ def _issue(doc: _Document | None, source: str, problem: Problem) -> Issue:
         namespace=text(metadata.get("namespace")),
         name=text(metadata.get("name")) if kind is not None else None,
         path=format_path((*(doc.prefix if doc else ()), *problem.path)),
+        line=doc.line_of(problem.path) if doc is not None else None,
         message=problem.message,
         severity=problem.severity,
     )
@@ -120,7 +174,8 @@ def _documents(text: str, source: str, result: LoadResult) -> Iterator[_Document
                 break
             data = loader.get_data()
             origin = Origin(source=source, document_index=index)
-            doc = _Document(origin=origin, data=data)
+            positions, loader.positions = loader.positions, {}
+            doc = _Document(origin=origin, data=data, positions=positions)
             for duplicate in loader.duplicates:
                 result.errors.append(_issue(doc, source, Problem(path=(), message=duplicate)))
             loader.duplicates.clear()
@@ -132,7 +187,9 @@ def _documents(text: str, source: str, result: LoadResult) -> Iterator[_Document
                 and isinstance(data.get("items"), list)
             ):
                 for i, item in enumerate(data["items"]):
-                    yield _Document(origin=origin, data=item, prefix=("items", i))
+                    yield _Document(
+                        origin=origin, data=item, prefix=("items", i), positions=positions, root=data
+                    )
             else:
                 yield doc
     except yaml.YAMLError as exc:

@@ -24,6 +24,7 @@ from schemas.errors import MapKey, PathPart, Problem
 GROUP = "networking.istio.io"
 API_VERSIONS = (f"{GROUP}/v1", f"{GROUP}/v1beta1", f"{GROUP}/v1alpha3")
 PORT = meta(minimum=1, maximum=65535)
+SUBSET_NAME = r"^[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?$"
 
 
 @attrs.frozen(kw_only=True)
@@ -313,7 +314,11 @@ class TrafficPolicy:
 
 @attrs.frozen(kw_only=True)
 class Subset:
-    name: str = attrs.field(metadata=meta(pattern=r"^[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?$"))
+    name: str = attrs.field(
+        metadata=meta(
+            pattern=SUBSET_NAME, pattern_text="a valid subset name (letters, digits, '-', '_', '.')"
+        )
+    )
     labels: Mapping[str, str] = attrs.field(factory=dict)
     traffic_policy: TrafficPolicy | None = None
 

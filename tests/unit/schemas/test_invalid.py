@@ -384,7 +384,7 @@ CASES: list[tuple[str, str, str, str]] = [
         "name-not-dns",
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: Search_Service, namespace: prod}\n",
         "metadata.name",
-        '"Search_Service" does not match',
+        '"Search_Service" is not a valid name (lowercase letters',
     ),
     (
         "listener-tls",

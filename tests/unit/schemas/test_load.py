@@ -153,3 +153,22 @@ def test_parse_resource_raises_with_every_issue() -> None:
     policy = parse_resource(data)
     assert isinstance(policy, AuthorizationPolicy)
     assert policy.spec.action is Action.DENY
+
+
+def test_issues_carry_the_line_of_the_field_for_editors() -> None:
+    text = (
+        DR + "---\n" + VS.replace("weight: 10", "weight: ten").replace("metadata: {", "metadata: {uid: x, ")
+    )
+    text += "---\napiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: Namespace\n"
+    text += "    metadata:\n      name: Bookinfo\n"
+    lines = text.splitlines()
+    result = load_text(text, "lines.yaml")
+    assert [(e.path, e.line) for e in result.errors] == [
+        ("spec.http[0].route[1].weight", lines.index("          weight: ten") + 1),
+        ("items[0].metadata.name", lines.index("      name: Bookinfo") + 1),
+    ]
+    # The printed form stays exactly as users read it; the line is for editors and UIs.
+    assert str(result.errors[0]) == (
+        "lines.yaml: document 2 (VirtualService bookinfo/reviews): spec.http[0].route[1].weight: "
+        'expected integer, got "ten"'
+    )
