@@ -224,8 +224,8 @@ def _record_hook(cls: type, conv: cattrs.Converter) -> Callable[[Any, Any], Any]
                     hint = did_you_mean(str(key), fields)
                     problems.append(Problem(path=(str(key),), message=f"unknown field{hint}"))
                 continue
-            if element is None and field.default is not attrs.NOTHING:
-                continue  # Kubernetes reads an explicit null as "not set"
+            if element is None:
+                continue  # Kubernetes reads an explicit null as "not set" (required ones: see below)
             try:
                 kwargs[field.name] = conv.structure(element, typing.cast(Any, field.type))
             except StructureFailure as failure:
@@ -234,28 +234,35 @@ def _record_hook(cls: type, conv: cattrs.Converter) -> Callable[[Any, Any], Any]
             problems.extend(
                 Problem(path=(key,), message=m) for m in constraint_problems(field, kwargs[field.name])
             )
-        for key, field in fields.items():
-            if (
-                field.default is attrs.NOTHING
-                and field.name not in kwargs
-                and key in value
-                and value[key] is None
-            ):
-                problems.append(Problem(path=(key,), message="required field is null"))
-            elif field.default is attrs.NOTHING and key not in value:
-                problems.append(Problem(path=(key,), message="required field missing"))
-        if one_of:
-            present = [k for k in one_of if value.get(k) is not None]
-            if len(present) > 1:
-                problems.append(Problem(path=(), message=f"set only one of {', '.join(present)}"))
-            elif one_of_required and not present:
-                problems.append(Problem(path=(), message=f"set one of {', '.join(one_of)}"))
+        problems.extend(_missing_problems(fields, value))
+        problems.extend(_one_of_problems(one_of, one_of_required, value))
         problems.extend(_envelope_problems(cls, value))
         if problems:
             raise StructureFailure(problems)
         return cls(**kwargs)
 
     return structure
+
+
+def _missing_problems(fields: Mapping[str, attrs.Attribute[Any]], value: Mapping[Any, Any]) -> list[Problem]:
+    out = []
+    for key, field in fields.items():
+        if field.default is not attrs.NOTHING:
+            continue
+        if key not in value:
+            out.append(Problem(path=(key,), message="required field missing"))
+        elif value[key] is None:
+            out.append(Problem(path=(key,), message="required field is null"))
+    return out
+
+
+def _one_of_problems(one_of: tuple[str, ...], required: bool, value: Mapping[Any, Any]) -> list[Problem]:
+    present = [k for k in one_of if value.get(k) is not None]
+    if len(present) > 1:
+        return [Problem(path=(), message=f"set only one of {', '.join(present)}")]
+    if required and one_of and not present:
+        return [Problem(path=(), message=f"set one of {', '.join(one_of)}")]
+    return []
 
 
 def _envelope_problems(cls: type, value: Mapping[str, Any]) -> list[Problem]:

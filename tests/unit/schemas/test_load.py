@@ -123,6 +123,7 @@ items:
         ("kind: Service\nmetadata: {name: a}\n", "apiVersion", "required field missing"),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n", "kind", 'unknown kind "Pod"'),
         ("apiVersion: v1\nkind: Deployment\nmetadata: {name: a}\n", "apiVersion", "served as apps/v1"),
+        ("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: null}\n", "metadata.name", "required field is null"),
     ],
 )
 def test_documents_that_are_not_resources(text: str, path: str, words: str) -> None:
