@@ -41,6 +41,17 @@ async def serve(config: ZtunnelConfig) -> None:
         nursery.cancel_scope.cancel()
 
 
+def _leaves(group: BaseExceptionGroup[MeshError]) -> list[MeshError]:
+    """``except*`` keeps the nesting of the nurseries an error crossed; the user needs only the errors."""
+    out: list[MeshError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = parse_args(sys.argv[1:] if argv is None else argv)
@@ -52,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(serve, config)
     except* MeshError as group:
-        failures.extend(e for e in group.exceptions if isinstance(e, MeshError))
+        failures.extend(_leaves(group))
     for failure in failures:
         log.error("ztunnel_failed", error=str(failure))
         print(f"ztunnel: {failure}", file=sys.stderr)

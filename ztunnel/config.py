@@ -23,6 +23,7 @@ from pathlib import Path
 import attrs
 
 from meshcore.errors import MeshError
+from meshcore.telemetry.logs import LEVELS, InvalidLogLevel, normalize_level
 
 DEFAULT_ADMIN_PORT = 15000
 DEFAULT_METRICS_PORT = 15020
@@ -146,4 +147,8 @@ def check(config: ZtunnelConfig) -> list[str]:
             problems.append(f"{flag} {port} is outside 0..65535")
     if config.drain_seconds < 0:
         problems.append(f"--drain-seconds {config.drain_seconds} must not be negative")
+    try:
+        normalize_level(config.log_level)
+    except InvalidLogLevel:
+        problems.append(f"--log-level {config.log_level!r} is not one of {', '.join(LEVELS)}")
     return problems

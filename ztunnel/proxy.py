@@ -51,7 +51,7 @@ log = structlog.get_logger("ztunnel.proxy")
 LOCAL_CONFIG_POLL = 1.0
 
 class StartupFailed(MeshError):
-    hint = "{detail}"
+    """The node cannot serve; the message lists each cause with that cause's own hint."""
 
 
 @attrs.frozen
@@ -238,7 +238,7 @@ class Ztunnel:
             missing = self.certificates.ensure([])
             if missing or self._listener_errors:
                 problems = [*missing.values(), *self._listener_errors.values()]
-                raise StartupFailed("ztunnel cannot start: " + "; ".join(problems), detail=problems[0])
+                raise StartupFailed("ztunnel cannot start: " + "; ".join(problems))
             ports = await root.start(self.ports.run)
             if self._manager is not None:
                 root.start_soon(self._follow_pushes)

@@ -186,3 +186,26 @@ async def test_200_concurrent_tunnels_share_at_most_two_hbone_connections(pair: 
     finally:
         for stream in opened:
             await stream.aclose()
+
+
+async def test_a_bad_command_line_exits_2_naming_the_problem(spawn: Spawner) -> None:
+    proc = spawn.python_module("ztunnel", "ztunnel", "--node", "n", "--node-address", "not-an-ip",
+                               "--local-config", "x.yaml", "--cert-dir", "certs", wait_ready=False)
+    assert await wait_exit(proc, 20) == 2
+    assert "--node-address 'not-an-ip' is not an IP address" in proc.stderr_tail()
+
+
+async def test_missing_certificates_exit_1_listing_each_identity(spawn: Spawner, tmp_path: Path) -> None:
+    block = free_block()
+    config = tmp_path / "mesh.yaml"
+    write_local_config(config, pods_for(block).values())
+    certs = tmp_path / "certs"
+    write_cert_dir(certs, [], tmp_path / "ca")  # a trust bundle, but no workload certificates
+    proc = spawn.python_module("ztunnel", "ztunnel", *ztunnel_args("node-b", f"127.{block}.0.2", config, certs),
+                               wait_ready=False)
+    assert await wait_exit(proc, 20) == 1
+    tail = proc.stderr_tail()
+    assert "spiffe://cluster.local/ns/server/sa/web: cannot read" in tail
+    assert "spiffe://cluster.local/ns/server/sa/early: cannot read" in tail
+    assert "<namespace>/<service-account>/cert-chain.pem" in tail
+    assert proc.stdout_lines == []  # never announced ready

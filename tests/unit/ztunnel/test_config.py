@@ -41,6 +41,7 @@ def test_pushed_mode_parses() -> None:
         ({"admin_port": 70000}, "--admin-port 70000 is outside 0..65535"),
         ({"explicit_proxy_port": -1}, "--explicit-proxy-port -1 is outside 0..65535"),
         ({"drain_seconds": -1.0}, "--drain-seconds -1.0 must not be negative"),
+        ({"log_level": "chatty"}, "--log-level 'chatty' is not one of trace, debug, info"),
     ],
 )
 def test_each_problem_is_named(changes: dict[str, Any], problem: str) -> None:
