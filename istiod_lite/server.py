@@ -94,16 +94,23 @@ class IstiodAddresses:
 
 
 def default_translator() -> tuple[Translator, str]:
-    """The real translation once ``istiod_lite.translate`` exists, else the interim one (named as such)."""
+    """The real translation once ``istiod_lite.translate`` offers its entry point, else the interim one.
+
+    A translate package that exists but fails to import is an error, not a reason to fall back: a
+    silently substituted translation would push the wrong config.
+    """
     try:
         module = importlib.import_module("istiod_lite.translate")
     except ModuleNotFoundError as exc:
         if exc.name != "istiod_lite.translate":
-            raise  # the real translation exists but is broken: say so, do not hide it behind the interim
+            raise
+        module = None
+    entry = getattr(module, "translate_to_push", None)
+    if entry is None:  # not landed yet (or only partly): say which translation runs, everywhere
         from istiod_lite.interim_translation import interim_translate
 
         return interim_translate, "interim"
-    translate: Translator = module.translate_to_push
+    translate: Translator = entry
     return translate, "istiod_lite.translate"
 
 
