@@ -121,10 +121,8 @@ def lookup(api_version: str, kind: str) -> KindInfo:
     same_kind = [k for k in KINDS.values() if k.kind == kind]
     if same_kind:
         accepted = ", ".join(v for k in same_kind for v in k.api_versions)
-        return_problem = Problem(
-            path=("apiVersion",), message=f'{kind} is served as {accepted}, got "{api_version}"'
-        )
-        raise UnknownKind(return_problem)
+        message = f'{kind} is served as {accepted}, got "{api_version}"'
+        raise UnknownKind(Problem(path=("apiVersion",), message=message))
     known = sorted({k.kind for k in KINDS.values()})
     hint = did_you_mean(kind, known)
     message = f'unknown kind "{kind}"{hint}; this mesh reads {", ".join(known)}'
