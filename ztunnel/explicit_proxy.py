@@ -5,6 +5,11 @@ from the address the client connected to — each pod has a listener of its own 
 credential from the client is trusted for identity. The first bytes are parsed (bounded in size by the
 parser and in time here); a greeting the parser refuses is answered with its reply and the
 connection is closed, and the listener keeps serving everyone else.
+
+One destination per client connection: after the first request the connection is a byte tunnel. For
+SOCKS5 and CONNECT that is the protocol; for absolute-form HTTP it means a keep-alive client that sends
+a second request *for another host* on the same connection reaches the first host (curl and Python's
+clients open a new proxy connection per host, so this does not bite them).
 """
 
 from __future__ import annotations

@@ -233,6 +233,11 @@ async def test_64_mib_each_way_arrives_intact_and_destination_sees_source_identi
                               source_workload="client", destination_service="web.server.svc.cluster.local") == 1
     inbound = await logged(mesh.b, direction="inbound", **{"src.identity": CLIENT_ID})
     assert inbound[-1]["bytes_recv"] == size and inbound[-1]["bytes_sent"] == size
+    # The source pod reached B through `forwarded: for=`; B trusts it because the proven identity matches.
+    assert inbound[-1]["src.addr"].startswith(mesh.ip("client") + ":")
+    assert inbound[-1]["src.workload"] == "client/client" and inbound[-1]["dst.workload"] == "server/web"
+    assert series(await metrics(mesh.b), "istio_tcp_connections_opened_total", reporter="destination",
+                  source_workload="client", source_workload_namespace="client") == 1
 
 
 async def test_deny_policy_answers_401_and_closes_the_client(mesh: Mesh) -> None:
