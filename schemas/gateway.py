@@ -285,6 +285,11 @@ def is_service_parent(ref: ParentReference) -> bool:
     return ref.kind == "Service" and (ref.group or "") == ""
 
 
+def is_service_backend(ref: HTTPBackendRef) -> bool:
+    """A backendRef names a core Service unless it says otherwise (group "" and kind Service by default)."""
+    return (ref.kind or "Service") == "Service" and (ref.group or "") == ""
+
+
 def check_gateway(gw: Gateway) -> list[Problem]:
     counts = Counter(listener.name for listener in gw.spec.listeners)
     return [
@@ -308,6 +313,10 @@ def check_http_route(route: HTTPRoute) -> list[Problem]:
                 out.append(
                     Problem(path=at, message=f'a {path.type} path must start with "/", got "{path.value}"')
                 )
+        for j, backend in enumerate(rule.backend_refs):
+            if is_service_backend(backend) and backend.port is None:
+                message = "a Service backend needs a port (Gateway API rule)"
+                out.append(Problem(path=("spec", "rules", i, "backendRefs", j, "port"), message=message))
         for j, filt in enumerate(rule.filters):
             out += _filter_problems(filt, ("spec", "rules", i, "filters", j))
     return out

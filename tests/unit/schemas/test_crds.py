@@ -43,7 +43,7 @@ SHAPE_CASES = {
 # Invalid documents whose fault only a cross-field rule sees.
 RULE_CASES = {
     "weight-sum", "bad-regex", "route-or-redirect", "mirror-percentage-alone", "duplicate-subset",
-    "selector-and-targetrefs", "port-level-needs-selector", "filter-union",
+    "selector-and-targetrefs", "port-level-needs-selector", "filter-union", "backend-port-missing",
 }  # fmt: skip
 
 

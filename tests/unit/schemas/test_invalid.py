@@ -293,6 +293,12 @@ CASES: list[tuple[str, str, str, str]] = [
         'expected integer, got "heavy"',
     ),
     (
+        "backend-port-missing",
+        spec(HR, "rules:\n  - backendRefs: [{name: reviews-v1, weight: 90}]\n"),
+        "spec.rules[0].backendRefs[0].port",
+        "a Service backend needs a port",
+    ),
+    (
         "filter-union",
         spec(HR, "rules:\n  - filters: [{type: URLRewrite, requestHeaderModifier: {remove: [x]}}]\n"),
         "spec.rules[0].filters[0].urlRewrite",
