@@ -1,0 +1,133 @@
+"""The waypoint process's settings, read from the command line and checked before anything binds.
+
+``python -m waypoint --address 127.X.Y.Z --identity spiffe://cluster.local/ns/NS/sa/SA`` plus:
+
+* certificates: ``--cert-dir DIR`` (``root-cert.pem`` and ``<ns>/<sa>/{cert-chain,key}.pem``, the layout
+  ztunnel's ``--cert-dir`` uses) or the three files ``--cert-chain``, ``--key``, ``--root-cert``;
+* the view to serve: ``--config FILE`` (JSON or YAML :class:`~waypoint.view.WaypointView`), re-read
+  whenever the file changes; a broken edit is logged and the last good view stays in force.
+
+Ports default to the standard ones (DESIGN §3); ``0`` means any free port, and the ready line reports
+what was bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from meshcore.errors import MeshError
+from meshcore.identity.errors import IdentityError
+from meshcore.identity.spiffe import Identity
+
+DEFAULT_ADMIN_PORT = 15000
+DEFAULT_METRICS_PORT = 15020
+DEFAULT_READY_PORT = 15021
+DEFAULT_HBONE_PORT = 15008
+
+
+class ConfigError(MeshError):
+    """The command line does not describe a waypoint that can run."""
+
+    hint = "{detail}; see `python -m waypoint --help`"
+
+
+@attrs.frozen(kw_only=True)
+class WaypointSettings:
+    address: str
+    identity: str
+    config: Path
+    cert_dir: Path | None = None
+    cert_chain: Path | None = None
+    key: Path | None = None
+    root_cert: Path | None = None
+    hbone_port: int = DEFAULT_HBONE_PORT
+    admin_port: int = DEFAULT_ADMIN_PORT
+    metrics_port: int = DEFAULT_METRICS_PORT
+    ready_port: int = DEFAULT_READY_PORT
+    otlp_endpoint: str | None = None
+    reload_interval: float = 0.2
+    drain_seconds: float = 5.0
+    log_level: str = "info"
+
+    def credential_files(self) -> tuple[Path, Path, Path]:
+        """(chain, key, roots) paths, from ``--cert-dir`` or the three explicit flags."""
+        if self.cert_dir is not None:
+            identity = Identity.parse(self.identity)
+            where = self.cert_dir / identity.namespace / identity.service_account
+            return where / "cert-chain.pem", where / "key.pem", self.cert_dir / "root-cert.pem"
+        assert self.cert_chain is not None and self.key is not None and self.root_cert is not None
+        return self.cert_chain, self.key, self.root_cert
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m waypoint", description="The mesh's L7 proxy (waypoint).")
+    parser.add_argument("--address", required=True, help="this waypoint's IP: HBONE, metrics and ready bind here")
+    parser.add_argument("--identity", required=True, help="the waypoint's SPIFFE ID (its certificate's URI SAN)")
+    parser.add_argument("--config", type=Path, required=True, help="WaypointView JSON/YAML, re-read on change")
+    certs = parser.add_argument_group("certificates")
+    certs.add_argument("--cert-dir", type=Path, help="root-cert.pem and <ns>/<sa>/{cert-chain,key}.pem")
+    certs.add_argument("--cert-chain", type=Path)
+    certs.add_argument("--key", type=Path)
+    certs.add_argument("--root-cert", type=Path)
+    ports = parser.add_argument_group("ports (0 = any free port)")
+    ports.add_argument("--hbone-port", type=int, default=DEFAULT_HBONE_PORT)
+    ports.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT)
+    ports.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT)
+    ports.add_argument("--ready-port", type=int, default=DEFAULT_READY_PORT)
+    parser.add_argument("--otlp-endpoint", help="export spans as OTLP/HTTP JSON to this http:// URL")
+    parser.add_argument("--reload-interval", type=float, default=0.2, help="seconds between --config checks")
+    parser.add_argument("--drain-seconds", type=float, default=5.0)
+    parser.add_argument("--log-level", default="info")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> WaypointSettings:
+    """Parse and check ``argv``; raise :class:`ConfigError` naming every problem at once."""
+    ns = _parser().parse_args(list(argv))
+    settings = WaypointSettings(
+        address=ns.address, identity=ns.identity, config=ns.config, cert_dir=ns.cert_dir,
+        cert_chain=ns.cert_chain, key=ns.key, root_cert=ns.root_cert, hbone_port=ns.hbone_port,
+        admin_port=ns.admin_port, metrics_port=ns.metrics_port, ready_port=ns.ready_port,
+        otlp_endpoint=ns.otlp_endpoint, reload_interval=ns.reload_interval, drain_seconds=ns.drain_seconds,
+        log_level=ns.log_level,
+    )
+    problems = check(settings)
+    if problems:
+        raise ConfigError("invalid waypoint settings: " + "; ".join(problems), detail=problems[0])
+    return settings
+
+
+def check(settings: WaypointSettings) -> list[str]:
+    """Every reason ``settings`` cannot run (empty when they can). Pure: files are not opened here."""
+    problems: list[str] = []
+    try:
+        ipaddress.ip_address(settings.address)
+    except ValueError:
+        problems.append(f"--address {settings.address!r} is not an IP address")
+    try:
+        Identity.parse(settings.identity)
+    except IdentityError as exc:
+        problems.append(f"--identity: {exc}")
+    files = (settings.cert_chain, settings.key, settings.root_cert)
+    if settings.cert_dir is not None and any(f is not None for f in files):
+        problems.append("use either --cert-dir or --cert-chain/--key/--root-cert, not both")
+    elif settings.cert_dir is None and any(f is None for f in files):
+        problems.append("give certificates: --cert-dir DIR, or all of --cert-chain, --key and --root-cert")
+    for flag, port in (
+        ("--hbone-port", settings.hbone_port),
+        ("--admin-port", settings.admin_port),
+        ("--metrics-port", settings.metrics_port),
+        ("--ready-port", settings.ready_port),
+    ):
+        if not 0 <= port <= 65535:
+            problems.append(f"{flag} {port} is outside 0..65535")
+    if settings.reload_interval <= 0:
+        problems.append(f"--reload-interval {settings.reload_interval} must be positive")
+    if settings.drain_seconds < 0:
+        problems.append(f"--drain-seconds {settings.drain_seconds} must not be negative")
+    return problems

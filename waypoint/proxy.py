@@ -1,0 +1,184 @@
+"""The waypoint component: identity, the HBONE listener, the view, clusters, upstream pool, admin ports.
+
+:meth:`Waypoint.run` loads the certificate and the view (refusing to start if either is unusable),
+binds HBONE on ``address:15008`` and the admin/metrics/readiness ports, and reports the bound
+addresses. While running it re-reads ``--config`` when the file changes: a new view replaces the old
+one atomically between requests (requests already routed finish on what they chose; cluster state of
+unchanged clusters is kept), and a broken file leaves the last good view in force. ``/quitquitquit``
+or :meth:`drain` GOAWAYs every tunnel (clients stop opening streams here), gives open requests
+``min(drain_seconds, 1 s)`` to finish, then cancels what is left.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from meshcore.admin.ports import ComponentPorts, StandardPorts
+from meshcore.hbone.pool import HbonePool, PoolKey
+from meshcore.hbone.server import HboneServer, VerifyPeer
+from meshcore.identity.certs import WorkloadCertificate
+from meshcore.identity.errors import IdentityError
+from meshcore.identity.tls import TlsStream, contexts_for, verify_peer_client, verify_peer_server
+from meshcore.ready import format_address
+from meshcore.telemetry.metrics import Registry
+from meshcore.telemetry.otlp import OtlpHttpExporter
+from meshcore.telemetry.tracing import Tracer, TraceRing
+from waypoint.admin import config_dump
+from waypoint.clusters import Clusters
+from waypoint.config import ConfigError, WaypointSettings
+from waypoint.forwarder import Forwarder
+from waypoint.inbound import Inbound
+from waypoint.telemetry import RequestTelemetry
+from waypoint.upstream import Upstream
+from waypoint.view import WaypointView, WaypointViewError, load_view
+
+log = structlog.get_logger("waypoint.proxy")
+
+
+def load_certificate(settings: WaypointSettings) -> WorkloadCertificate:
+    chain, key, roots = settings.credential_files()
+    try:
+        cert = WorkloadCertificate.from_pem(chain.read_bytes(), key.read_bytes(), roots.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read certificate file {exc.filename}: {exc.strerror}",
+                          detail=f"check {exc.filename}") from exc
+    except IdentityError as exc:
+        raise ConfigError(f"waypoint certificate unusable: {exc}", detail=f"check {chain}") from exc
+    if cert.identity.uri != settings.identity:
+        raise ConfigError(
+            f"{chain} is a certificate for {cert.identity.uri}, not {settings.identity}",
+            detail="--identity must match the certificate's URI SAN",
+        )
+    return cert
+
+
+class Waypoint:
+    def __init__(self, settings: WaypointSettings) -> None:
+        self.settings = settings
+        self.registry = Registry()
+        self.traces = TraceRing()
+        self.exporter = (
+            OtlpHttpExporter(settings.otlp_endpoint, service_name="waypoint")
+            if settings.otlp_endpoint else None
+        )
+        self.tracer = Tracer("waypoint", ring=self.traces, sink=self.exporter)
+        self.clusters = Clusters()
+        self._view = WaypointView()
+        self._view_stamp: tuple[int, int] | None = None
+        self._loaded_at: float | None = None
+        self._quit = trio.Event()
+        self._cert: WorkloadCertificate | None = None
+        self.pool = HbonePool(self._tls_for)
+        self.upstream = Upstream(self.pool, settings.identity)
+        self.reloads = 0
+
+    # ---------------------------------------------------------------------------------- the view
+
+    @property
+    def view(self) -> WaypointView:
+        return self._view
+
+    def apply_view(self, view: WaypointView) -> None:
+        """Swap in ``view`` (cluster state kept where the cluster's policy did not change)."""
+        self.clusters.update(view.clusters)
+        self._view = view
+        self._loaded_at = trio.current_time()
+        self.reloads += 1
+        log.info("view_applied", version=view.version, services=len(view.services),
+                 clusters=len(view.clusters), routes=sum(len(t.routes) for t in view.route_tables))
+
+    def reload_if_changed(self) -> bool:
+        """Re-read ``--config`` if its mtime/size changed; True when a new view was applied."""
+        path = self.settings.config
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            log.warning("view_file_unreadable", path=str(path), error=exc.strerror)
+            return False
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._view_stamp:
+            return False
+        self._view_stamp = stamp
+        try:
+            view = load_view(path)
+        except WaypointViewError as exc:
+            log.error("view_rejected", path=str(path), error=str(exc))
+            return False
+        self.apply_view(view)
+        return True
+
+    async def _watch_config(self) -> None:
+        while True:
+            await trio.sleep(self.settings.reload_interval)
+            self.reload_if_changed()
+
+    # ---------------------------------------------------------------------------------- identity
+
+    def _tls_for(self, key: PoolKey) -> tuple[Any, VerifyPeer]:
+        assert self._cert is not None
+        _, client = contexts_for(self._cert)
+        expected = key.destination_identities
+
+        def verify(stream: TlsStream) -> str:
+            return verify_peer_server(stream, expected).uri
+
+        return client, verify
+
+    # ---------------------------------------------------------------------------------- running
+
+    def drain(self) -> None:
+        self._quit.set()
+
+    def ready(self) -> str | None:
+        return None if self._loaded_at is not None else "no view loaded yet"
+
+    def dump(self) -> dict[str, Any]:
+        return config_dump(
+            self._view, self.clusters, now=trio.current_time(), identity=self.settings.identity,
+            source=str(self.settings.config), loaded_at=self._loaded_at,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
+        settings = self.settings
+        self._cert = load_certificate(settings)
+        path = Path(settings.config)
+        if not self.reload_if_changed():
+            raise ConfigError(f"no usable view in {path}", detail=f"check {path} (see the log line above)")
+        server_context, _ = contexts_for(self._cert)
+        trust_domain = self._cert.identity.trust_domain
+        client_verify: VerifyPeer = lambda stream: verify_peer_client(stream, trust_domain).uri  # noqa: E731
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.pool.run)
+            if self.exporter is not None:
+                await nursery.start(self.exporter.run)
+            nursery.start_soon(self.clusters.run_sweeps)
+            nursery.start_soon(self._watch_config)
+            forwarder = Forwarder(
+                view=lambda: self._view, clusters=self.clusters, upstream=self.upstream,
+                telemetry=RequestTelemetry(self.registry, self.tracer), mirrors=nursery, rng=random.Random(),
+            )
+            inbound = Inbound(view=lambda: self._view, forwarder=forwarder, clusters=self.clusters,
+                              upstream=self.upstream)
+            server = HboneServer(server_context, client_verify, inbound.handle, serves=inbound.serves)
+            ports = ComponentPorts(
+                registry=self.registry, ready=self.ready, config_dump=self.dump, on_quit=self.drain,
+                traces=self.traces, host=settings.address,
+                ports=StandardPorts(settings.admin_port, settings.metrics_port, settings.ready_port),
+            )
+            admin = await nursery.start(ports.run)
+            async with trio.open_nursery() as serving:
+                hbone = await serving.start(server.run, settings.address, settings.hbone_port)
+                task_status.started({"hbone": format_address(*hbone), **admin})
+                await self._quit.wait()
+                log.info("draining", seconds=settings.drain_seconds)
+                server.drain()
+                await trio.sleep(min(settings.drain_seconds, 1.0))
+                serving.cancel_scope.cancel()
+            ports.close()
+            await self.upstream.close()
+            nursery.cancel_scope.cancel()
