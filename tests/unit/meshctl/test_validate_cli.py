@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,21 @@ def test_top_level_help_lists_validate() -> None:
     run = meshctl("--help")
     assert run.returncode == 0
     assert "validate" in run.stdout
+
+
+def test_json_output_for_tools(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((EXAMPLES / "reviews-canary.yaml").read_text().replace("weight: 50\n", "weight: 40\n", 1))
+    run = meshctl("validate", "-o", "json", "-f", bad)
+    assert run.returncode == 1
+    report = json.loads(run.stdout)
+    assert report["valid"] is False
+    assert [(r["kind"], r["namespace"], r["name"], r["document"]) for r in report["resources"]] == [
+        ("DestinationRule", "bookinfo", "reviews", 1)
+    ]
+    (error,) = report["errors"]
+    assert (error["document_index"], error["path"], error["severity"]) == (2, "spec.http[0].route", "error")
+    assert error["line"] == bad.read_text().splitlines().index("    - route:") + 1
+    assert error["message"] == "destination weights must sum to 100, got 40 + 50 = 90"
+    good = meshctl("validate", "-o", "json", "-f", EXAMPLES / "reviews-canary.yaml")
+    assert good.returncode == 0 and json.loads(good.stdout)["valid"] is True
