@@ -42,7 +42,10 @@ def parse_args(argv: Sequence[str]) -> tuple[IstiodOptions, str]:
     parser = argparse.ArgumentParser(prog="python -m istiod_lite", description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", type=Path, required=True, help="CA, tokens, applied resources")
     parser.add_argument("--config-dir", type=Path, help="a directory of YAML resources, watched for changes")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind both ports on")
+    parser.add_argument("--host", default="127.0.0.1", help="address the control (push/CA) port binds")
+    parser.add_argument(
+        "--admin-host", default="127.0.0.1", help="address the admin API binds (unauthenticated: keep it local)"
+    )
     parser.add_argument("--control-port", type=_port, default=15012, help="TLS push and CA endpoint")
     parser.add_argument("--admin-port", type=_port, default=15014, help="admin HTTP API")
     parser.add_argument("--nodes", type=_nodes, default=(), help="comma-separated nodes to issue tokens for")
@@ -54,6 +57,7 @@ def parse_args(argv: Sequence[str]) -> tuple[IstiodOptions, str]:
         state_dir=args.state_dir,
         config_dir=args.config_dir,
         host=args.host,
+        admin_host=args.admin_host,
         control_port=args.control_port,
         admin_port=args.admin_port,
         nodes=args.nodes,

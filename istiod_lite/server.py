@@ -77,6 +77,9 @@ class IstiodOptions:
     state_dir: Path
     config_dir: Path | None = None
     host: str = "127.0.0.1"
+    """Where proxies reach the control endpoint (``0.0.0.0`` to serve other machines)."""
+    admin_host: str = "127.0.0.1"
+    """The admin API changes the mesh without authentication: localhost unless deliberately widened."""
     control_port: int = 15012
     admin_port: int = 15014
     nodes: tuple[str, ...] = ()
@@ -295,7 +298,7 @@ class Istiod:
                 await nursery.start(self.metrics.run)
                 nursery.start_soon(self._report_store_errors)
                 control_host, control_port = await nursery.start(control.run)
-                admin_host, admin_port = await nursery.start(self.admin.run, options.host, options.admin_port)
+                admin_host, admin_port = await nursery.start(self.admin.run, options.admin_host, options.admin_port)
                 self.addresses = IstiodAddresses(
                     control=format_address(control_host, control_port),
                     admin=format_address(admin_host, admin_port),

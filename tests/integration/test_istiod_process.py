@@ -288,3 +288,19 @@ async def test_a_node_gets_certificates_only_for_identities_with_a_workload_on_i
     node_1 = CaClient((host, int(port)), token=mesh.token("node-1"), roots_pem=roots)
     with pytest.raises(CertificateRequestRefused, match="NodeNotAuthorized"):
         await node_1.sign(search, csr, 3600)
+
+
+async def test_a_missing_config_directory_stops_the_start_with_what_to_do(tmp_path: Path) -> None:
+    argv = [
+        sys.executable,
+        "-m",
+        "istiod_lite",
+        "--state-dir",
+        str(tmp_path / "s"),
+        "--config-dir",
+        str(tmp_path / "x"),
+    ]
+    done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 1 and done.stdout == b""
+    assert f"istiod_lite: config directory {tmp_path / 'x'} does not exist" in done.stderr.decode()
+    assert "create it (it may be empty) or leave out --config-dir" in done.stderr.decode()
