@@ -73,6 +73,7 @@ class LoadResult:
 class _Position:
     line: int  # 1-based line where a mapping or sequence starts
     keys: dict[str, int]  # for a mapping: the line of each key
+    items: list[int]  # for a sequence: the line of each item
 
 
 @attrs.frozen(kw_only=True)
@@ -101,12 +102,12 @@ class _Document:
                     line = position.keys[str(key)]
                 node = node[key]
             elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+                if position is not None and key < len(position.items):
+                    line = position.items[key]
                 node = node[key]
             else:
                 break
             position = self.positions.get(id(node))
-            if position is not None and isinstance(node, list):
-                line = position.line
         return line
 
 
@@ -122,11 +123,14 @@ class _Loader(yaml.SafeLoader):
         data = super().construct_object(node, deep=deep)
         if isinstance(data, dict | list):
             keys: dict[str, int] = {}
+            items: list[int] = []
             if isinstance(node, yaml.MappingNode):
                 for key_node, _ in node.value:
                     if isinstance(key_node, yaml.ScalarNode):
                         keys.setdefault(key_node.value, key_node.start_mark.line + 1)
-            self.positions[id(data)] = _Position(line=node.start_mark.line + 1, keys=keys)
+            elif isinstance(node, yaml.SequenceNode):
+                items = [item.start_mark.line + 1 for item in node.value]
+            self.positions[id(data)] = _Position(line=node.start_mark.line + 1, keys=keys, items=items)
         return data
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
