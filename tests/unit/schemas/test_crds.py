@@ -84,6 +84,11 @@ def test_kubernetes_validate_strict_catches_a_bad_crd() -> None:
     crd["spec"]["versions"][0]["servd"] = True
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(crd, KUBERNETES_VERSIONS[0], strict=True)
+    # … and so is a misspelt keyword deep inside the generated openAPIV3Schema.
+    crd = yaml.safe_load(render(custom_kinds()[0]))
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["tpye"] = "object"
+    with pytest.raises(kubernetes_validate.ValidationError, match="tpye"):
+        kubernetes_validate.validate(crd, KUBERNETES_VERSIONS[0], strict=True)
 
 
 def _strict(schema: dict[str, Any]) -> dict[str, Any]:
