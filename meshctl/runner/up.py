@@ -1,0 +1,441 @@
+"""`meshctl up`: a whole mesh on one machine — control plane, a ztunnel per node, the user's pods.
+
+:class:`MeshRunner` owns everything it starts. In order: it takes the state-directory lock (a second
+runner on the same directory is refused), loads and validates the manifests, plans pods and gives
+each its own loopback address (proxy mode, DESIGN §4), publishes them in ``<state>/pods.json``, then
+starts istiod_lite (with a copy of the manifests as its config directory), one ztunnel per node and
+the pod processes, each waited for until ready. While it runs it keeps ``<state>/status.json``
+current and follows the control plane's resources, so a Deployment applied or deleted later with
+`meshctl apply`/`delete` starts or stops pods live. :meth:`MeshRunner.request_stop` drains in the
+reverse order — pods, then proxies, then the control plane — and removes what it created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from meshcore.admin.client import AdminRequestFailed, http_request
+from meshcore.errors import MeshError
+from meshctl.runner.addresses import AddressPlan, mesh_block
+from meshctl.runner.inventory import PodRecord, write_inventory
+from meshctl.runner.lock import StateDirLock
+from meshctl.runner.pods import PodIdentity, pod_command, proxy_env
+from meshctl.runner.state import MeshStatus, PodStatus, ProxyStatus, remove_status, write_status
+from meshctl.runner.supervisor import ProcessFailed, ProcessSpec, ReadyLine, Started, Supervisor, TcpProbe
+from meshctl.runner.workloads import DesiredState, PodPlan, desired_state, diff_pods
+from schemas.load import load_paths, load_text, yaml_files
+
+EXPLICIT_PROXY_PORT = 15080
+CONTROL_PLANE_OFFSET = 251  # 127.X.0.251: past the last node address (MAX_NODES = 250)
+RECONCILE_INTERVAL = 1.0
+MESH_READY_TIMEOUT = 30.0
+
+Reporter = Callable[[str], None]
+
+
+class UpError(MeshError):
+    hint = "{advice}"
+
+
+@attrs.frozen(kw_only=True)
+class UpOptions:
+    files: tuple[Path, ...]
+    state_dir: Path
+    nodes: int = 2
+    capture: str = "auto"
+    python: str = sys.executable
+
+
+def choose_capture(requested: str) -> tuple[str, str]:
+    """(mode, explanation). Only proxy mode is wired into the local runner so far."""
+    if requested in ("auto", "proxy"):
+        why = "requested" if requested == "proxy" else "auto: netns capture is not wired into `meshctl up` yet"
+        return "proxy", why
+    raise UpError(
+        f"capture mode {requested!r} is not available in `meshctl up`",
+        advice="use --capture proxy (or auto); netns mode for the local runner is future work",
+    )
+
+
+def node_names(count: int) -> list[str]:
+    if not 1 <= count <= 250:
+        raise UpError(f"--nodes {count} is outside 1..250", advice="pick how many local nodes to simulate")
+    return [f"node-{index + 1}" for index in range(count)]
+
+
+def control_plane_address(block: ipaddress.IPv4Network) -> str:
+    return str(block.network_address + CONTROL_PLANE_OFFSET)
+
+
+class MeshRunner:
+    """Run with ``await nursery.start(runner.run)`` (started → the status); stop with :meth:`request_stop`."""
+
+    def __init__(self, options: UpOptions, report: Reporter = print) -> None:
+        self.options = options
+        self.state_dir = options.state_dir.resolve()
+        self.report = report
+        self.capture, self.capture_reason = choose_capture(options.capture)
+        self.nodes = node_names(options.nodes)
+        self.block = mesh_block(self.state_dir)
+        self.addresses = AddressPlan(self.block)
+        self.node_addresses = {name: self.addresses.node_address(i) for i, name in enumerate(self.nodes)}
+        self.control_host = control_plane_address(self.block)
+        self.config_dir = self.state_dir / "config"
+        self.log_dir = self.state_dir / "logs"
+        self.status = MeshStatus(runner_pid=os.getpid(), state_dir=str(self.state_dir), capture=self.capture)
+        self.status.nodes = dict(self.node_addresses)
+        self.istiod_admin = ""
+        self.istiod_control = ""
+        self._lock = StateDirLock(self.state_dir)
+        self._supervisor: Supervisor | None = None
+        self._pods: dict[str, PodPlan] = {}
+        self._pod_ips: dict[str, str] = {}
+        self._listening: set[str] = set()  # pods whose ztunnel listener on podIP:15080 was seen
+        self._stop = trio.Event()
+        self._startup = trio.CancelScope()
+        self.finished = trio.Event()
+        self._status_changed = trio.Event()
+        self._resources_digest = ""
+
+    # ------------------------------------------------------------------------------------ public
+
+    def request_stop(self) -> None:
+        """Drain and stop (also during startup, which is then abandoned)."""
+        self._stop.set()
+        self._startup.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[MeshStatus] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            self._lock.acquire()
+        except MeshError:
+            self.finished.set()
+            raise
+        try:
+            desired = self._load_manifests()
+            self._prepare_state_dir()
+            async with trio.open_nursery() as nursery:
+                self._supervisor = await nursery.start(Supervisor(self.log_dir, self._on_event).run)
+                try:
+                    with self._startup:
+                        await self._start_mesh(desired, nursery)
+                    self._write_status()
+                    task_status.started(self.status)
+                    nursery.start_soon(self._follow_resources)
+                    await self._stop.wait()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._drain()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._cleanup_state_dir()
+            self._lock.release()
+            self.finished.set()
+
+    # ------------------------------------------------------------------------------------ startup
+
+    def _load_manifests(self) -> DesiredState:
+        result = load_paths(list(self.options.files))
+        if not result.ok:
+            shown = "\n  ".join(str(issue) for issue in result.errors)
+            raise UpError(
+                f"the manifests have {len(result.errors)} error(s):\n  {shown}",
+                advice="fix them (`meshctl validate -f ...` checks without starting anything)",
+            )
+        desired = desired_state(result.resources, self.nodes)
+        if desired.problems:
+            raise UpError("cannot run:\n  " + "\n  ".join(desired.problems), advice="fix the Deployments named above")
+        return desired
+
+    def _prepare_state_dir(self) -> None:
+        """A fresh config directory holding the given files; no state left from an earlier run."""
+        if self.config_dir.exists():
+            shutil.rmtree(self.config_dir)
+        self.config_dir.mkdir(parents=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for index, path in enumerate(f for given in self.options.files for f in yaml_files(Path(given))):
+            shutil.copyfile(path, self.config_dir / f"{index:03d}-{path.name}")
+        # Resources applied during an earlier run are not part of this one: `up` starts from its files.
+        (self.state_dir / "applied.json").unlink(missing_ok=True)
+        remove_status(self.state_dir)
+
+    def _cleanup_state_dir(self) -> None:
+        remove_status(self.state_dir)
+        (self.state_dir / "pods.json").unlink(missing_ok=True)
+        (self.state_dir / "applied.json").unlink(missing_ok=True)
+        shutil.rmtree(self.config_dir, ignore_errors=True)
+
+    async def _start_mesh(self, desired: DesiredState, nursery: trio.Nursery) -> None:
+        self.report(f"capture mode: {self.capture} ({self.capture_reason})")
+        self.report(f"mesh addresses: {self.block} (state directory {self.state_dir})")
+        for plan in desired.pods.values():
+            self._pod_ips[plan.key] = self.addresses.allocate_pod()
+        self._pods = dict(desired.pods)
+        self._publish_inventory()
+        await self._start_istiod()
+        async with trio.open_nursery() as starting:
+            for node in self.nodes:
+                starting.start_soon(self._start_ztunnel, node)
+        if desired.waypoints:
+            names = ", ".join(sorted(desired.waypoints))
+            self.status.problems.append(f"waypoint Gateways {names} are not started: waypoints are not wired in yet")
+            self.report(f"warning: {self.status.problems[-1]}")
+        async with trio.open_nursery() as starting:
+            for plan in desired.pods.values():
+                starting.start_soon(self._start_pod, plan, nursery)
+        await self._wait_mesh_ready()
+        self._report_where()
+
+    async def _start_istiod(self) -> None:
+        spec = ProcessSpec(
+            name="istiod",
+            argv=[
+                self.options.python, "-m", "istiod_lite",
+                "--state-dir", str(self.state_dir),
+                "--config-dir", str(self.config_dir),
+                "--host", self.control_host,
+                "--admin-host", self.control_host,
+                "--nodes", ",".join(self.nodes),
+            ],
+            readiness=ReadyLine(),
+            start_timeout=60.0,
+        )
+        self.status.proxies["istiod"] = ProxyStatus(kind="istiod", name="istiod", node="")
+        process = await self._start(spec)
+        addresses = process.ready_info.get("addresses", {})
+        self.istiod_admin = str(addresses.get("admin", ""))
+        self.istiod_control = str(addresses.get("control", ""))
+        proxy = self.status.proxies["istiod"]
+        proxy.admin = f"http://{self.istiod_admin}"
+        proxy.metrics = f"http://{self.istiod_admin}/metrics"
+        self.report(f"istiod_lite ready: admin http://{self.istiod_admin}  control {self.istiod_control}")
+
+    async def _start_ztunnel(self, node: str) -> None:
+        name = f"ztunnel-{node}"
+        spec = ProcessSpec(
+            name=name,
+            argv=[
+                self.options.python, "-m", "ztunnel",
+                "--node", node,
+                "--node-address", self.node_addresses[node],
+                "--istiod", f"wss://{self.istiod_control}/v1/xds",
+                "--token-file", str(self.state_dir / "tokens" / f"{node}.token"),
+                "--root-cert", str(self.state_dir / "root-cert.pem"),
+            ],
+            readiness=ReadyLine(),
+            start_timeout=60.0,
+        )
+        self.status.proxies[name] = ProxyStatus(kind="ztunnel", name=name, node=node)
+        process = await self._start(spec)
+        addresses = process.ready_info.get("addresses", {})
+        proxy = self.status.proxies[name]
+        proxy.addresses = {str(k): str(v) for k, v in addresses.items()}
+        proxy.admin = f"http://{addresses.get('admin', '')}"
+        proxy.metrics = f"http://{addresses.get('metrics', '')}/metrics"
+        self.report(f"ztunnel {node} ready at {self.node_addresses[node]}: metrics {proxy.metrics}")
+
+    def _pod_spec(self, plan: PodPlan) -> tuple[ProcessSpec, dict[str, str]]:
+        ip = self._pod_ips[plan.key]
+        identity = PodIdentity(
+            name=plan.name, namespace=plan.namespace, ip=ip, node=plan.node, service_account=plan.service_account
+        )
+        argv, env = pod_command(
+            plan.command, plan.args, plan.env, identity, extra_env=proxy_env(ip, EXPLICIT_PROXY_PORT)
+        )
+        readiness = TcpProbe(ip, plan.container_ports[0][1]) if plan.container_ports else Started()
+        spec = ProcessSpec(name=f"pod-{plan.namespace}-{plan.name}", argv=argv, env=env, readiness=readiness)
+        return spec, env
+
+    async def _start_pod(self, plan: PodPlan, nursery: trio.Nursery) -> None:
+        spec, env = self._pod_spec(plan)
+        status = PodStatus(
+            namespace=plan.namespace,
+            name=plan.name,
+            deployment=plan.deployment,
+            ip=self._pod_ips[plan.key],
+            node=plan.node,
+            identity=plan.identity,
+            env=env,
+            log=str(self.log_dir / f"{spec.name}.log"),
+        )
+        self.status.pods[plan.key] = status
+        try:
+            await self._start(spec)
+        except ProcessFailed as exc:
+            status.state = "failed"
+            self.report(f"pod {plan.key} failed to start: {exc}")
+            self._write_status()
+            return
+        nursery.start_soon(self._watch_mesh_listener, plan.key, status.ip)
+
+    async def _start(self, spec: ProcessSpec) -> Any:
+        assert self._supervisor is not None
+        return await self._supervisor.start(spec)
+
+    async def _watch_mesh_listener(self, key: str, ip: str) -> None:
+        """A pod is ready once its process is and its ztunnel listens on ``podIP:15080`` for it."""
+        while key in self.status.pods and self.status.pods[key].ip == ip:
+            try:
+                stream = await trio.open_tcp_stream(ip, EXPLICIT_PROXY_PORT)
+            except OSError:
+                await trio.sleep(0.1)
+                continue
+            await stream.aclose()
+            self._listening.add(key)
+            pod = self.status.pods.get(key)
+            if pod is not None:
+                pod.ready = pod.state == "ready"
+                self._write_status()
+            return
+
+    async def _wait_mesh_ready(self) -> None:
+        with trio.move_on_after(MESH_READY_TIMEOUT):
+            while not all(pod.ready or pod.state == "failed" for pod in self.status.pods.values()):
+                await self._status_changed.wait()
+        waiting = sorted(key for key, pod in self.status.pods.items() if not pod.ready)
+        if waiting:
+            problem = (
+                f"pods without a mesh listener on podIP:{EXPLICIT_PROXY_PORT} after {MESH_READY_TIMEOUT:.0f}s: "
+                f"{', '.join(waiting)} (does istiod_lite publish the addresses in {self.state_dir / 'pods.json'}?)"
+            )
+            self.status.problems.append(problem)
+            self.report(f"warning: {problem}")
+
+    def _report_where(self) -> None:
+        ready = sum(1 for pod in self.status.pods.values() if pod.ready)
+        self.report(f"istiod_lite admin: http://{self.istiod_admin}  (metrics /metrics, config /debug/config_dump)")
+        for pod in sorted(self.status.pods.values(), key=lambda p: (p.namespace, p.name)):
+            state = "ready" if pod.ready else pod.state
+            self.report(f"pod {pod.namespace}/{pod.name} {state} at {pod.ip} on {pod.node} ({pod.identity})")
+        self.report(
+            f"mesh is up: {len(self.nodes)} nodes, {ready}/{len(self.status.pods)} pods ready; "
+            f"`meshctl status` shows it, Ctrl-C stops it"
+        )
+
+    # ------------------------------------------------------------------------------------ events
+
+    def _on_event(self, name: str, event: str, details: Mapping[str, Any]) -> None:
+        entry = self._entry(name)
+        if entry is None:
+            return
+        entry.state = event
+        entry.pid = details.get("pid") if event in ("started", "ready") else None
+        if event == "restarting":
+            entry.restarts = int(details.get("restarts", entry.restarts))
+            self.report(f"{name} exited with {details.get('code')}; restarting in {details.get('delay')}s")
+        if isinstance(entry, ProxyStatus):
+            entry.ready = event == "ready"
+        else:  # a pod is ready when its process is and its mesh listener was seen
+            entry.ready = event == "ready" and f"{entry.namespace}/{entry.name}" in self._listening
+        if event == "exited":
+            self.report(f"{name} exited with {details.get('code')}")
+        self._write_status()
+
+    def _entry(self, name: str) -> PodStatus | ProxyStatus | None:
+        if name in self.status.proxies:
+            return self.status.proxies[name]
+        for key, pod in self.status.pods.items():
+            if name == f"pod-{pod.namespace}-{pod.name}":
+                return self.status.pods[key]
+        return None
+
+    def _write_status(self) -> None:
+        write_status(self.state_dir, self.status)
+        self._status_changed.set()
+        self._status_changed = trio.Event()
+
+    def _publish_inventory(self) -> None:
+        records = [
+            PodRecord(
+                name=plan.name,
+                namespace=plan.namespace,
+                ip=self._pod_ips[key],
+                node=plan.node,
+                labels=plan.labels,
+                service_account=plan.service_account,
+                deployment=plan.deployment,
+                container_ports=plan.container_ports,
+            )
+            for key, plan in self._pods.items()
+        ]
+        write_inventory(self.state_dir, records)
+
+    # ------------------------------------------------------------------------------------ live changes
+
+    async def _follow_resources(self) -> None:
+        """Poll istiod_lite's resources (files + `meshctl apply`) and bring the pods in step."""
+        host, _, port = self.istiod_admin.rpartition(":")
+        async with trio.open_nursery() as nursery:
+            while True:
+                await trio.sleep(RECONCILE_INTERVAL)
+                try:
+                    response = await http_request(host, int(port), "GET", "/apis/resources?output=yaml", timeout=5)
+                except AdminRequestFailed:
+                    continue  # istiod_lite restarting: its supervisor reports that
+                if response.status != 200:
+                    continue
+                text = response.text()
+                digest = hashlib.sha256(text.encode()).hexdigest()
+                if digest == self._resources_digest:
+                    continue
+                self._resources_digest = digest
+                await self._reconcile(load_text(text, "istiod_lite").resources, nursery)
+
+    async def _reconcile(self, resources: Sequence[object], nursery: trio.Nursery) -> None:
+        desired = desired_state(resources, self.nodes)
+        for problem in desired.problems:
+            if problem not in self.status.problems:
+                self.status.problems.append(problem)
+                self.report(f"warning: {problem}")
+        changes = diff_pods(self._pods, desired.pods)
+        if not changes.start and not changes.stop:
+            return
+        async with trio.open_nursery() as stopping:
+            for key in changes.stop:
+                stopping.start_soon(self._stop_pod, key)
+        for key in changes.stop:
+            self._pods.pop(key, None)
+            self.addresses.release_pod(self._pod_ips.pop(key))
+        for plan in changes.start:
+            self._pod_ips[plan.key] = self.addresses.allocate_pod()
+            self._pods[plan.key] = plan
+        self._publish_inventory()
+        self._write_status()
+        for plan in changes.start:
+            self.report(f"starting pod {plan.key} (deployment {plan.namespace}/{plan.deployment})")
+            nursery.start_soon(self._start_pod, plan, nursery)
+
+    async def _stop_pod(self, key: str) -> None:
+        pod = self.status.pods.pop(key, None)
+        self._listening.discard(key)
+        assert self._supervisor is not None
+        if pod is not None:
+            await self._supervisor.stop(f"pod-{pod.namespace}-{pod.name}")
+            self.report(f"stopped pod {key}")
+
+    # ------------------------------------------------------------------------------------ shutdown
+
+    async def _drain(self) -> None:
+        """Pods first (their traffic still has proxies), then the ztunnels, then the control plane."""
+        supervisor = self._supervisor
+        if supervisor is None:
+            return
+        self.report("stopping: draining pods, then proxies, then istiod_lite")
+        pods = [name for name in supervisor.processes if name.startswith("pod-")]
+        proxies = [name for name in supervisor.processes if name.startswith(("ztunnel-", "waypoint-"))]
+        for group in (pods, proxies, ["istiod"]):
+            async with trio.open_nursery() as stopping:
+                for name in group:
+                    stopping.start_soon(supervisor.stop, name)
+        self.report("mesh stopped; every process it started has exited")
+
+
