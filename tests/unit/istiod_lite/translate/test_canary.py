@@ -1,0 +1,163 @@
+"""The mission's canary, end to end through translation: the Foundation issue's VirtualService,
+unchanged, applied in ``prod`` beside a DestinationRule with subsets v1/v2 by ``version``, must give
+the waypoint a 95/5 route for the host clients call whose clusters hold exactly the v1 / v2 pods."""
+
+from __future__ import annotations
+
+import json
+
+from istiod_lite.translate import MeshSnapshot, translate
+from istiod_lite.translate.view import from_json
+from tests.unit.istiod_lite.translate.helpers import load, pod
+from waypoint import model
+
+# Verbatim from `issues show 2` (no namespace: applied with -n prod, as an Istio user would).
+CANARY_VS = """\
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: search-service
+spec:
+  hosts:
+    - search-api.prod.svc.cluster.local
+  http:
+    - route:
+        - destination:
+            host: search-service
+            subset: v1
+          weight: 95
+        - destination:
+            host: search-service
+            subset: v2
+          weight: 5
+"""
+
+MESH = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: prod
+  labels:
+    istio.io/dataplane-mode: ambient
+    istio.io/use-waypoint: waypoint
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: waypoint
+  namespace: prod
+spec:
+  gatewayClassName: istio-waypoint
+  listeners:
+    - name: mesh
+      port: 15008
+      protocol: HBONE
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: search-api
+  namespace: prod
+spec:
+  selector:
+    app: search
+  ports:
+    - name: http
+      port: 8080
+      targetPort: http
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: search-service
+  namespace: prod
+spec:
+  selector:
+    app: search
+  ports:
+    - name: http
+      port: 8080
+      targetPort: http
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: search-service
+  namespace: prod
+spec:
+  host: search-service
+  subsets:
+    - name: v1
+      labels:
+        version: v1
+    - name: v2
+      labels:
+        version: v2
+"""
+
+HOST = "search-api.prod.svc.cluster.local"
+TARGET = "search-service.prod.svc.cluster.local"
+PODS = [
+    pod("search-v1-0", ip="10.0.1.1", labels={"app": "search", "version": "v1"}, deployment="search-v1",
+        container_ports={"http": 9001}, service_account="search"),
+    pod("search-v1-1", ip="10.0.1.2", labels={"app": "search", "version": "v1"}, deployment="search-v1",
+        container_ports={"http": 9001}, service_account="search", node="node-1"),
+    pod("search-v2-0", ip="10.0.2.1", labels={"app": "search", "version": "v2"}, deployment="search-v2",
+        container_ports={"http": 9002}, service_account="search"),
+    pod("waypoint-0", ip="10.0.9.1", labels={"gateway.networking.k8s.io/gateway-name": "waypoint"},
+        service_account="waypoint"),
+    pod("client-0", ip="10.0.3.1", labels={"app": "client"}, deployment="client"),
+]
+
+
+def _snapshot() -> MeshSnapshot:
+    return translate([*load(MESH), *load(CANARY_VS, namespace="prod")], PODS)
+
+
+def test_canary_virtual_service_splits_95_5_to_the_v1_and_v2_pods() -> None:
+    snapshot = _snapshot()
+    view = snapshot.waypoints["prod/waypoint"]
+    table = view.route_table(HOST, 8080)
+    assert table is not None
+    (route,) = table.routes
+    assert isinstance(route.action, model.WeightedDestinations)
+    split = {d.cluster.subset: (d.cluster, d.weight) for d in route.action.destinations}
+    assert {subset: weight for subset, (_, weight) in split.items()} == {"v1": 95, "v2": 5}
+    v1, v2 = split["v1"][0], split["v2"][0]
+    assert (v1.hostname, v1.port) == (TARGET, 8080)
+    endpoints = {c.key.subset: {(e.address, e.port) for e in c.endpoints} for c in view.clusters}
+    assert endpoints["v1"] == {("10.0.1.1", 9001), ("10.0.1.2", 9001)}
+    assert endpoints["v2"] == {("10.0.2.1", 9002)}
+    cluster_v1 = view.cluster(v1)
+    assert cluster_v1 is not None
+    assert {e.identity for e in cluster_v1.endpoints} == {"spiffe://cluster.local/ns/prod/sa/search"}
+    assert not [w for w in snapshot.warnings if "subset" in w]
+
+
+def test_canary_host_is_served_by_the_namespace_waypoint() -> None:
+    snapshot = _snapshot()
+    api = snapshot.services[f"prod/{HOST}"]
+    assert api.waypoint is not None and api.waypoint.hostname is not None
+    assert api.waypoint.hostname.hostname == "waypoint.prod.svc.cluster.local"
+    assert {s.hostname for s in snapshot.waypoints["prod/waypoint"].services} >= {HOST, TARGET}
+    # The waypoint is reachable the way ztunnel looks it up: a pushed Service with its pods behind it.
+    wp_service = snapshot.services["prod/waypoint.prod.svc.cluster.local"]
+    assert wp_service.waypoint is None
+    wp_pod = snapshot.workloads["Kubernetes//Pod/prod/waypoint-0"]
+    assert "prod/waypoint.prod.svc.cluster.local" in wp_pod.services and wp_pod.waypoint is None
+
+
+def test_canary_view_survives_the_push_json_round_trip() -> None:
+    snapshot = _snapshot()
+    body = snapshot.to_push()["waypoint"]["prod/waypoint"]
+    decoded = from_json(json.loads(json.dumps(body)))
+    assert decoded == snapshot.waypoints["prod/waypoint"]
+
+
+def test_rollback_to_100_0_leaves_v2_without_traffic() -> None:
+    rolled = CANARY_VS.replace("weight: 95", "weight: 100").replace("weight: 5", "weight: 0")
+    snapshot = translate([*load(MESH), *load(rolled, namespace="prod")], PODS)
+    table = snapshot.waypoints["prod/waypoint"].route_table(HOST, 8080)
+    assert table is not None and isinstance(table.routes[0].action, model.WeightedDestinations)
+    weights = {d.cluster.subset: d.weight for d in table.routes[0].action.destinations}
+    assert weights == {"v1": 100, "v2": 0}
