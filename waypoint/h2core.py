@@ -12,29 +12,10 @@ import h2.errors
 import hpack.exceptions
 import hyperframe.frame
 
+import meshcore.h2compat  # noqa: F401  (applies the DATA-frame repr fix, DESIGN §7)
 from waypoint.messages import HOP_BY_HOP, Headers
 
 _GOAWAY_FRAME_LEN = 9 + 8
-
-
-def _cheap_data_repr(self: hyperframe.frame.DataFrame) -> str:
-    return f"<{len(self.data)} bytes>"
-
-
-def quiet_data_frame_repr() -> None:
-    """Make h2's per-frame trace ``repr`` of DATA cheap (DESIGN §7).
-
-    h2 formats ``repr(frame)`` for every received frame even with logging off, and a DataFrame's repr
-    hex-encodes the payload (~30 % of a proxy's CPU). Only debug logging reads it, so describe DATA by
-    length. Idempotent; ``meshcore.hbone`` applies the same replacement for the outer connection.
-    """
-    hyperframe.frame.DataFrame._body_repr = _cheap_data_repr  # type: ignore[method-assign,assignment]
-
-
-quiet_data_frame_repr()
-
-
-quiet_data_frame_repr()
 
 
 def h2_safe_headers(headers: Headers, *, keep_te_trailers: bool) -> Headers:

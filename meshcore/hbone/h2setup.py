@@ -13,6 +13,8 @@ import h2.events
 import h2.settings
 import hyperframe.frame
 
+import meshcore.h2compat  # noqa: F401  (applies the DATA-frame repr fix, DESIGN §7)
+
 STREAM_WINDOW = 4 * 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
 MAX_FRAME_SIZE = 1024 * 1024
@@ -28,16 +30,6 @@ RECEIVE_SIZE = 256 * 1024
 WRITE_HIGH_WATER = 2 * 1024 * 1024
 
 _DEFAULT_WINDOW = 65535
-
-
-def _cheap_data_repr(self: hyperframe.frame.DataFrame) -> str:
-    return f"<{len(self.data)} bytes>"
-
-
-# h2 formats ``repr(frame)`` for its trace log on every received frame even when logging is off, and a
-# DataFrame's repr hex-encodes its payload: ~30% of a tunnel's CPU (DESIGN §7). Nothing reads that
-# repr but debug logging, so describe DATA by length instead.
-hyperframe.frame.DataFrame._body_repr = _cheap_data_repr  # type: ignore[method-assign,assignment]
 
 
 class DrainableH2Connection(h2.connection.H2Connection):
