@@ -21,6 +21,7 @@ import trio
 
 from meshcore.ready import format_address
 from schemas.discovery import Workload
+from ztunnel.accept import bound_address, serve_until_drained
 from ztunnel.drain import Drain
 from ztunnel.explicit_proxy_protocol import ExplicitProxyParser, Outcome, ProxyProtocolError, ProxyRequest, reply_for
 from ztunnel.outbound import Outbound
@@ -63,30 +64,9 @@ class ExplicitProxyListener:
 
     async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self._port, host=self._host)
-        sockname = listeners[0].socket.getsockname()
-        self.address = (str(sockname[0]), int(sockname[1]))
-        try:
-            async with trio.open_nursery() as connections:
-                with self._drain.accepting():
-                    task_status.started(self.address)
-                    async with trio.open_nursery() as acceptors:
-                        for listener in listeners:
-                            acceptors.start_soon(self._accept_loop, listener, connections)
-                for listener in listeners:
-                    await trio.aclose_forcefully(listener)
-        finally:
-            for listener in listeners:
-                await trio.aclose_forcefully(listener)
-
-    async def _accept_loop(self, listener: trio.SocketListener, connections: trio.Nursery) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                log.warning("explicit_proxy_accept_failed", error=str(exc))
-                await trio.sleep(0.1)
-                continue
-            connections.start_soon(self.serve_connection, stream)
+        self.address = bound_address(listeners)
+        await serve_until_drained(listeners, self.serve_connection, self._drain,
+                                  name=f"explicit-proxy {self.workload.uid}", task_status=task_status)
 
     async def serve_connection(self, stream: trio.SocketStream) -> None:
         client_addr = _peer(stream)

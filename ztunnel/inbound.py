@@ -12,6 +12,7 @@ IP cannot be preserved. Telemetry and the access log still carry the real source
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 
 import structlog
 import trio
@@ -21,6 +22,7 @@ from meshcore.hbone.copy import CopyStats
 from meshcore.hbone.server import HboneServer, Respond, VerifyPeer
 from meshcore.ready import format_address
 from schemas.discovery import Workload
+from ztunnel.accept import bound_address, serve_until_drained
 from ztunnel.drain import Drain
 from ztunnel.inbound_decision import baggage_for, decide_inbound, source_ip
 from ztunnel.state import ProxyState
@@ -46,8 +48,10 @@ class InboundListener:
         ssl_context: ssl.SSLContext,
         verify_client: VerifyPeer,
         app_bind_address: str | None = None,
+        listeners: Sequence[trio.SocketListener] = (),
     ) -> None:
         self.workload = workload
+        self._listeners = list(listeners)
         self._host = host
         self._port = port
         self._state = state
@@ -62,32 +66,17 @@ class InboundListener:
         return target is not None and target.uid == self.workload.uid
 
     async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(self._port, host=self._host)
-        sockname = listeners[0].socket.getsockname()
-        self.address = (str(sockname[0]), int(sockname[1]))
-        try:
-            async with trio.open_nursery() as connections:
-                with self._drain.accepting():
-                    task_status.started(self.address)
-                    async with trio.open_nursery() as acceptors:
-                        for listener in listeners:
-                            acceptors.start_soon(self._accept_loop, listener, connections)
-                for listener in listeners:
-                    await trio.aclose_forcefully(listener)
-                self.server.drain()  # GOAWAY: peers' pools stop opening tunnels here, open ones finish
-        finally:
-            for listener in listeners:
-                await trio.aclose_forcefully(listener)
-
-    async def _accept_loop(self, listener: trio.SocketListener, connections: trio.Nursery) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:  # EMFILE and friends: back off instead of spinning
-                log.warning("inbound_accept_failed", listener=self._listen_name(), error=str(exc))
-                await trio.sleep(0.1)
-                continue
-            connections.start_soon(self.server.serve_connection, stream)
+        """Bind ``host:port`` (or serve the listeners handed in) until drained or cancelled."""
+        listeners = self._listeners or await trio.open_tcp_listeners(self._port, host=self._host)
+        self.address = bound_address(listeners)
+        await serve_until_drained(
+            listeners,
+            self.server.serve_connection,
+            self._drain,
+            name=self._listen_name(),
+            on_drained=self.server.drain,  # GOAWAY: peers' pools stop opening tunnels here, open ones finish
+            task_status=task_status,
+        )
 
     def _listen_name(self) -> str:
         host, port = self.address or (self._host, self._port)

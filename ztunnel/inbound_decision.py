@@ -81,6 +81,36 @@ def decide_inbound(
     return InboundVerdict(status=ConnectStatus.OK, reason=decision.describe(), connection=conn, decision=decision)
 
 
+#: Ports of the proxy itself: a plaintext connection captured towards one of them is a loop, not an app.
+PROXY_PORTS = frozenset({15001, 15006, 15008, 15053, 15080})
+
+
+def decide_inbound_plaintext(
+    *,
+    source_ip: str,
+    destination_ip: str,
+    destination_port: int,
+    target: Workload | None,
+    node: str,
+    policies: Sequence[Authorization],
+) -> InboundVerdict:
+    """A captured plaintext connection (port 15006, netns mode): it carries no identity, so policies that
+    need a principal or namespace cannot match it, and a PeerAuthentication STRICT (pushed as a DENY
+    of traffic without a principal) refuses it. Only this node's workloads are served."""
+    if target is None or target.node != node:
+        return InboundVerdict(status=ConnectStatus.BAD_REQUEST,
+                              reason=f"{destination_ip} is not a workload on this node")
+    if destination_port in PROXY_PORTS:
+        return InboundVerdict(status=ConnectStatus.BAD_REQUEST,
+                              reason=f"port {destination_port} is a proxy port, not an application port")
+    conn = ConnectionInfo(source_ip=source_ip, destination_ip=destination_ip, destination_port=destination_port)
+    decision = evaluate(conn, policies)
+    if not decision.allowed:
+        return InboundVerdict(status=ConnectStatus.UNAUTHORIZED, reason=decision.describe(), response_flags="DENY",
+                              connection=conn, decision=decision)
+    return InboundVerdict(status=ConnectStatus.OK, reason=decision.describe(), connection=conn, decision=decision)
+
+
 def baggage_for(workload: Workload) -> str:
     """W3C ``baggage`` naming ``workload``, as Istio's ztunnel sends it: the client describes its source
     on the CONNECT, the server its destination on the 200, so each side can label the other in telemetry."""

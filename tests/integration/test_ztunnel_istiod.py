@@ -33,6 +33,14 @@ spec:
 """
 
 
+# Workloads join the ambient mesh (HBONE) through their namespace's label, as in Istio.
+AMBIENT_NAMESPACE = """apiVersion: v1
+kind: Namespace
+metadata:
+  name: prod
+  labels: {istio.io/dataplane-mode: ambient}
+"""
+
 SERVICE = """apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: prod}
@@ -51,6 +59,7 @@ async def config_dump(component: Component) -> dict[str, Any]:
 async def test_state_and_certificates_come_from_istiod(spawn: Spawner, tmp_path: Path) -> None:
     config_dir, state_dir = tmp_path / "config", tmp_path / "state"
     config_dir.mkdir()
+    (config_dir / "namespace.yaml").write_text(AMBIENT_NAMESPACE)
     (config_dir / "web.yaml").write_text(deployment("web", "prod", "node-a", "web") + "---\n" + SERVICE)
     (config_dir / "other.yaml").write_text(deployment("batch", "jobs", "node-b", "batch"))
     istiod = spawn.python_module(
