@@ -1,0 +1,48 @@
+"""Pods as the translation's inventory: what Kubernetes says about a pod, in :class:`PodInfo`'s terms.
+
+The runner builds the same records for local processes; here they come from the API: the node from
+``spec.nodeName`` (what node authorization checks), the address from ``status.podIP`` (``None`` until
+the pod has one), the owning Deployment from the ReplicaSet owner reference minus its
+``pod-template-hash`` suffix (the name Istio reports as ``workload_name``), named container ports for
+resolving a Service's named ``targetPort``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from istiod_lite.translate.inputs import PodInfo
+
+
+def _deployment(metadata: Mapping[str, Any], labels: Mapping[str, str]) -> str:
+    template_hash = labels.get("pod-template-hash", "")
+    for owner in metadata.get("ownerReferences") or ():
+        if owner.get("kind") == "ReplicaSet" and template_hash:
+            name = str(owner.get("name") or "")
+            suffix = f"-{template_hash}"
+            return name[: -len(suffix)] if name.endswith(suffix) else name
+    return ""
+
+
+def pod_info(pod: Mapping[str, Any]) -> PodInfo:
+    metadata = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    labels = {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()}
+    ports = {
+        str(port["name"]): int(port["containerPort"])
+        for container in spec.get("containers") or ()
+        for port in container.get("ports") or ()
+        if port.get("name") and port.get("containerPort")
+    }
+    return PodInfo(
+        name=str(metadata.get("name") or ""),
+        namespace=str(metadata.get("namespace") or "default"),
+        ip=str(status["podIP"]) if status.get("podIP") else None,
+        node=str(spec.get("nodeName") or ""),
+        labels=labels,
+        service_account=str(spec.get("serviceAccountName") or "default"),
+        deployment=_deployment(metadata, labels),
+        container_ports=ports,
+    )
