@@ -5,8 +5,9 @@ be tested end to end today. It implements just enough, and none of Istio's rules
 
 * core ``Service`` → pushed ``Service`` (``clusterIP`` as the VIP, else a stable address in
   240.240.0.0/16 derived from the name; numeric ``targetPort`` only);
-* ``Deployment`` → one pushed ``Workload`` per replica, on ``spec.template.spec.nodeName`` (no
-  address: pod IPs belong to the runner), endpoints of every Service whose selector matches.
+* every pod of the runner's inventory (``<state>/pods.json``) → one pushed ``Workload`` with its address
+  and node; without an inventory, one address-less ``Workload`` per ``Deployment`` replica on
+  ``spec.template.spec.nodeName``; endpoints of every Service whose selector matches.
 
 No enrollment, waypoints, authorization policies or routes. Do not extend this: extend the real one.
 """
@@ -18,6 +19,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from istiod_lite.pod_inventory import Pod
 from meshcore.push.protocol import JSON
 from schemas import core
 from schemas.discovery import NetworkAddress, Service, ServicePort, Workload, resource_key, to_json
@@ -55,40 +57,57 @@ def _service(service: core.Service) -> Service:
     )
 
 
-def _workloads(deployment: core.Deployment, services: Sequence[core.Service]) -> list[Workload]:
-    namespace = _namespace(deployment)
-    template = deployment.spec.template
-    labels = dict(template.metadata.labels)
+def _pods_from_deployments(resources: Sequence[Any]) -> list[Pod]:
+    """Without a runner's inventory: ``replicas`` address-less pods on the template's ``nodeName``."""
+    pods = []
+    for deployment in resources:
+        if not isinstance(deployment, core.Deployment):
+            continue
+        template = deployment.spec.template
+        for index in range(deployment.spec.replicas):
+            pods.append(
+                Pod(
+                    name=f"{deployment.metadata.name}-{index}",
+                    namespace=_namespace(deployment),
+                    ip=None,
+                    node=template.spec.node_name or "",
+                    labels=dict(template.metadata.labels),
+                    service_account=template.spec.service_account_name or "default",
+                    deployment=deployment.metadata.name,
+                )
+            )
+    return pods
+
+
+def _workload(pod: Pod, services: Sequence[core.Service]) -> Workload:
     endpoints = {
-        f"{namespace}/{svc.metadata.name}.{namespace}.svc.cluster.local": {
+        f"{pod.namespace}/{svc.metadata.name}.{pod.namespace}.svc.cluster.local": {
             port.port: port.target_port if isinstance(port.target_port, int) else port.port for port in svc.spec.ports
         }
         for svc in services
-        if _namespace(svc) == namespace
+        if _namespace(svc) == pod.namespace
         and svc.spec.selector
-        and all(labels.get(k) == v for k, v in svc.spec.selector.items())
+        and all(pod.labels.get(k) == v for k, v in svc.spec.selector.items())
     }
-    name = deployment.metadata.name
-    return [
-        Workload(
-            uid=f"Kubernetes//Pod/{namespace}/{name}-{index}",
-            name=f"{name}-{index}",
-            namespace=namespace,
-            service_account=template.spec.service_account_name or "default",
-            node=template.spec.node_name or "",
-            workload_name=name,
-            canonical_name=labels.get("app", name),
-            services=endpoints,
-        )
-        for index in range(deployment.spec.replicas)
-    ]
+    return Workload(
+        uid=f"Kubernetes//Pod/{pod.namespace}/{pod.name}",
+        name=pod.name,
+        namespace=pod.namespace,
+        addresses=(pod.ip,) if pod.ip else (),
+        service_account=pod.service_account,
+        node=pod.node,
+        workload_name=pod.deployment or pod.name,
+        canonical_name=pod.labels.get("app", pod.deployment or pod.name),
+        services=endpoints,
+    )
 
 
-def interim_translate(resources: Sequence[Any]) -> Mapping[str, Mapping[str, JSON]]:
-    """Typed user resources → ``{"workload": …, "service": …, "authorization": {}}`` (see module doc)."""
+def interim_translate(resources: Sequence[Any], pods: Sequence[Pod] | None = None) -> Mapping[str, Mapping[str, JSON]]:
+    """Typed user resources (+ the runner's pods) → ``{"workload", "service", "authorization": {}}``."""
     services = [r for r in resources if isinstance(r, core.Service)]
     pushed_services = [_service(s) for s in services]
-    workloads = [w for r in resources if isinstance(r, core.Deployment) for w in _workloads(r, services)]
+    placed = _pods_from_deployments(resources) if pods is None else pods
+    workloads = [_workload(pod, services) for pod in placed]
     return {
         "workload": {resource_key(w): to_json(w) for w in workloads},
         "service": {resource_key(s): to_json(s) for s in pushed_services},

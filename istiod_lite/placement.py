@@ -3,8 +3,9 @@
 The CSR service asks :meth:`TranslatedPlacement.has_workload_on_node` for every certificate request;
 the answer comes from the newest *translated* workloads (what proxies are told), never from raw user
 resources, so a ztunnel can obtain exactly the identities istiod_lite has scheduled on its node.
-Workload bodies are decoded with the discovery schema so defaults (trust domain, service account)
-are applied the same way the proxies apply them.
+Only the fields that make an identity and a placement are read, with the discovery schema's defaults
+(trust domain ``cluster.local``, service account ``default``), so the view does not depend on how the
+rest of a body is represented in memory (enum members or their strings).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 
 from meshcore.push.protocol import JSON
 from meshcore.telemetry.logs import get_logger
-from schemas.discovery import DiscoveryDecodeError, Workload, from_json
+from schemas.discovery import DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN
 
 _log = get_logger("istiod_lite.placement")
 
@@ -29,13 +30,11 @@ class TranslatedPlacement:
         """Replace the view with ``workloads`` (pushed ``workload`` bodies by uid)."""
         nodes: dict[str, set[str]] = defaultdict(set)
         for uid, body in workloads.items():
-            try:
-                workload = from_json(Workload, body)
-            except DiscoveryDecodeError as exc:  # the proxies would NACK it too; it grants nothing
-                _log.warning("workload ignored for node authorization", uid=uid, error=str(exc))
-                continue
-            if workload.node:
-                nodes[workload.identity].add(workload.node)
+            identity, node = _placement(body)
+            if identity is None:  # the proxies would NACK it too; it grants nothing
+                _log.warning("workload ignored for node authorization", uid=uid, reason="no namespace")
+            elif node:
+                nodes[identity].add(node)
         self._nodes = {identity: frozenset(found) for identity, found in nodes.items()}
 
     def has_workload_on_node(self, identity: str, node: str) -> bool:
@@ -44,3 +43,19 @@ class TranslatedPlacement:
     def identities(self) -> dict[str, list[str]]:
         """identity → sorted nodes (for the config dump)."""
         return {identity: sorted(nodes) for identity, nodes in sorted(self._nodes.items())}
+
+
+def _text(body: Mapping[str, JSON], field: str, default: str) -> str:
+    value = body.get(field)
+    return str(value) if isinstance(value, str) and value else default
+
+
+def _placement(body: JSON) -> tuple[str | None, str]:
+    """(SPIFFE identity, node) of one workload body; identity None if the body names no namespace."""
+    if not isinstance(body, Mapping) or not _text(body, "namespace", ""):
+        return None, ""
+    identity = (
+        f"spiffe://{_text(body, 'trust_domain', DEFAULT_TRUST_DOMAIN)}/ns/{body['namespace']}"
+        f"/sa/{_text(body, 'service_account', DEFAULT_SERVICE_ACCOUNT)}"
+    )
+    return identity, _text(body, "node", "")

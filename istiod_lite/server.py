@@ -4,7 +4,8 @@ control endpoint proxies dial, and the admin API operators (and ``meshctl``) cal
 Wiring, in the order data flows::
 
     DirectoryStore(--config-dir) ┐
-    AppliedStore(<state>/applied.json) ┴→ MergedStore → feed(build) → PushServer ─┐
+    AppliedStore(<state>/applied.json) ┤
+    PodInventoryFile(<state>/pods.json) ┴→ MergedStore → feed(build) → PushServer ─┐
                                                           │                        ├→ ControlServer /v1/xds
                                                           └→ TranslatedPlacement → CsrService /v1/ca
     AdminServer(--admin-port): admin_api routes, /metrics, /healthz/ready
@@ -16,7 +17,8 @@ workloads of each successful build, and a failed build changes neither.
 
 Files in the state directory: ``ca/`` (the CA), ``node-tokens.json``, ``tokens/<node>.token`` (one per
 ``--nodes`` entry, 0600, for the runner to hand to each ztunnel), ``root-cert.pem`` (the trust bundle
-proxies verify istiod_lite with), ``applied.json`` (``meshctl apply``), and ``istiod.json`` (where this
+proxies verify istiod_lite with), ``applied.json`` (``meshctl apply``), ``pods.json`` (read: where the
+runner placed each pod, see :mod:`istiod_lite.pod_inventory`), and ``istiod.json`` (where this
 process listens; removed on exit) which is how ``meshctl`` finds a running control plane.
 """
 
@@ -40,6 +42,7 @@ from istiod_lite.control_server import ControlServer, serving_context
 from istiod_lite.convergence import AckRow, ConvergenceTracker
 from istiod_lite.csr_service import CsrService
 from istiod_lite.placement import TranslatedPlacement
+from istiod_lite.pod_inventory import INVENTORY_FILE, Pod, PodInventoryFile
 from istiod_lite.push.feed import feed
 from istiod_lite.push.server import PushServer
 from istiod_lite.stores.applied import AppliedStore
@@ -54,8 +57,9 @@ from meshcore.ready import format_address
 from meshcore.telemetry.logs import get_logger
 from meshcore.telemetry.metrics import Registry
 
-Translator = Callable[[Sequence[Any]], Mapping[str, Mapping[str, JSON]]]
-"""Typed user resources (``schemas`` objects) → pushed state: type name → resource key → JSON body."""
+Translator = Callable[[Sequence[Any], Sequence[Pod] | None], Mapping[str, Mapping[str, JSON]]]
+"""Typed user resources (``schemas`` objects) and the runner's pods (``None``: no runner) → the pushed
+state: type name → resource key → JSON body."""
 
 INFO_FILE = "istiod.json"
 APPLIED_FILE = "applied.json"
@@ -109,11 +113,19 @@ def default_translator() -> tuple[Translator, str]:
             raise
         module = None
     entry = getattr(module, "translate_to_push", None)
-    if entry is None:  # not landed yet (or only partly): say which translation runs, everywhere
+    pod_info = getattr(module, "PodInfo", None)
+    if entry is None or pod_info is None:  # not landed (or only partly): say which translation runs
         from istiod_lite.interim_translation import interim_translate
 
         return interim_translate, "interim"
-    translate: Translator = entry
+    fields = tuple(attrs.fields_dict(pod_info))
+
+    def translate(resources: Sequence[Any], pods: Sequence[Pod] | None) -> Mapping[str, Mapping[str, JSON]]:
+        """The runner's pods as translation's ``PodInfo`` (same field names, minus what it ignores)."""
+        infos = None if pods is None else [pod_info(**{f: getattr(p, f) for f in fields}) for p in pods]
+        result: Mapping[str, Mapping[str, JSON]] = entry(resources, infos)
+        return result
+
     return translate, "istiod_lite.translate"
 
 
@@ -196,7 +208,9 @@ class Istiod:
             if options.config_dir is not None
             else None
         )
-        stores: list[Store] = [s for s in (self.directory, self.applied) if s is not None]
+        self.pods = PodInventoryFile(state / INVENTORY_FILE, poll_interval=options.poll_interval)
+        self.pods.scan()
+        stores: list[Store] = [s for s in (self.directory, self.applied, self.pods) if s is not None]
         self.store = MergedStore(stores)
         self.push = PushServer(debounce=options.debounce, max_delay=max(1.0, options.debounce))
         self.placement = TranslatedPlacement()
@@ -243,7 +257,7 @@ class Istiod:
         """The feed's build step: translate, then let node authorization see the same workloads."""
         typed = [resources[key].obj for key in sorted(resources)]
         try:
-            snapshot = self._translator(typed)
+            snapshot = self._translator(typed, self.pods.pods)
         except Exception as exc:
             self.translation_error = f"{type(exc).__name__}: {exc}"
             raise
@@ -291,6 +305,7 @@ class Istiod:
             async with trio.open_nursery() as nursery:
                 if self.directory is not None:
                     await nursery.start(self.directory.run)
+                await nursery.start(self.pods.run)
                 await nursery.start(self.push.run)
                 await nursery.start(feed, self.store, self.build, self.push)
                 for type_name in self.snapshot or {}:

@@ -304,3 +304,25 @@ async def test_a_missing_config_directory_stops_the_start_with_what_to_do(tmp_pa
     assert done.returncode == 1 and done.stdout == b""
     assert f"istiod_lite: config directory {tmp_path / 'x'} does not exist" in done.stderr.decode()
     assert "create it (it may be empty) or leave out --config-dir" in done.stderr.decode()
+
+
+async def test_the_runners_pod_inventory_gives_workloads_their_addresses(mesh: Mesh) -> None:
+    clients, proxies = await _two_synced(mesh)
+    uid = "Kubernetes//Pod/prod/search-0"
+    assert proxies[0].state["workload"][uid].get("addresses", []) == []  # placed from the Deployment
+    pod = {
+        "name": "search-0",
+        "namespace": "prod",
+        "ip": "127.9.1.5",
+        "node": "node-0",
+        "labels": {"app": "search"},
+        "service_account": "search",
+        "deployment": "search",
+    }
+    tmp = mesh.state / ".pods.json.tmp"
+    tmp.write_text(json.dumps({"version": 1, "pods": [pod]}))
+    tmp.replace(mesh.state / "pods.json")
+    with trio.fail_after(2):
+        for client, proxy in zip(clients, proxies, strict=True):
+            await _until(lambda p=proxy: p.state["workload"][uid].get("addresses") == ["127.9.1.5"], client)  # type: ignore[misc]
+    assert proxies[0].pushes[-1] == ("workload", [uid], [], False)
