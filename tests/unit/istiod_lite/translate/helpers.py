@@ -6,9 +6,11 @@ from collections.abc import Mapping
 
 import attrs
 
-from istiod_lite.translate import PodInfo
+from istiod_lite.translate import MeshSnapshot, PodInfo
 from schemas.kinds import Resource
 from schemas.load import load_text
+from ztunnel.authz import ConnectionInfo, evaluate
+from ztunnel.state import ProxyState
 
 
 def load(text: str, *, namespace: str | None = None) -> list[Resource]:
@@ -45,3 +47,22 @@ def pod(
         deployment=deployment,
         container_ports=dict(container_ports or {}),
     )
+
+
+def ztunnel_decides(
+    snapshot: MeshSnapshot, uid: str, *, port: int, source_identity: str | None = None, source_ip: str = "10.9.9.9"
+) -> bool:
+    """What a ztunnel fed this snapshot (through the push JSON) decides for a connection to ``uid``."""
+    state = ProxyState()
+    pushed = snapshot.to_push()
+    for type_name in ("workload", "service", "authorization"):
+        state.apply(type_name, list(pushed[type_name].values()), replace=True)
+    workload = state.workload(uid)
+    assert workload is not None, uid
+    conn = ConnectionInfo(
+        source_ip=source_ip,
+        destination_ip=workload.addresses[0],
+        destination_port=port,
+        source_identity=source_identity,
+    )
+    return evaluate(conn, state.policies_for(workload)).allowed
