@@ -6,7 +6,8 @@ accepting), decides each valid CONNECT, dials the application and copies both wa
 
 In proxy mode the app sees the connection coming from this ztunnel's node address (we bind the app-side
 socket there), not from the client pod: without ``IP_TRANSPARENT`` in a pod netns the original source
-IP cannot be preserved. Telemetry and the access log still carry the real source (``forwarded``).
+IP cannot be preserved. Telemetry and the access log still carry the real source (``forwarded``, when
+the workload owning that address is the peer that proved its identity).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from meshcore.ready import format_address
 from schemas.discovery import Workload
 from ztunnel.accept import bound_address, serve_until_drained
 from ztunnel.drain import Drain
-from ztunnel.inbound_decision import baggage_for, decide_inbound, source_ip
+from ztunnel.inbound_decision import baggage_for, decide_inbound, forwarded_ip, source_ip
 from ztunnel.state import ProxyState
 from ztunnel.telemetry import ConnectionFacts, ConnectionTelemetry, copy_reporting
 
@@ -86,12 +87,13 @@ class InboundListener:
         """One valid CONNECT: authorize, dial the app, answer, copy."""
         target = self._state.workload_by_ip(str(request.target_ip), self.workload.network)
         policies = self._state.policies_for(target) if target is not None else []
-        verdict = decide_inbound(request, target=target, listener_uid=self.workload.uid, policies=policies)
-        src_ip = source_ip(request)
-        source = self._state.workload_by_ip(src_ip, self.workload.network)
-        if source is not None and source.identity != request.peer_identity:
-            source = None  # the forwarded address is not the peer that proved its identity: don't trust it
-        port = request.forwarded_for[1] if request.forwarded_for is not None else None
+        claimed = forwarded_ip(request)
+        owner = self._state.workload_by_ip(claimed, self.workload.network) if claimed is not None else None
+        verdict = decide_inbound(request, target=target, listener_uid=self.workload.uid, policies=policies,
+                                 forwarded_owner=owner)
+        src_ip = source_ip(request, owner)
+        source = owner if owner is not None and src_ip == claimed else None
+        port = request.forwarded_for[1] if request.forwarded_for is not None and source is not None else None
         facts = ConnectionFacts(
             direction="inbound",
             src_addr=format_address(src_ip, port) if port else (request.peer_address or src_ip),

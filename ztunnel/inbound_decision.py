@@ -7,7 +7,10 @@ listener holds *that* workload's certificate, so it must not front another one �
 L4 authorization must allow the peer (401 with ``DENY`` otherwise).
 
 The source IP authorization sees is the one the client's ztunnel put in ``forwarded: for=`` (the
-original client, which is what Istio's ``source.ip`` means), else the TCP peer's.
+original client, which is what Istio's ``source.ip`` means) only when that address belongs to a
+workload with the identity the peer proved — otherwise any mesh client could claim an address inside
+an allowed ``source_ips`` range — else the TCP peer's. In proxy mode the TCP peer is always a
+loopback address, so this check is what keeps ``source_ips`` rules both useful and unspoofable.
 """
 
 from __future__ import annotations
@@ -44,10 +47,17 @@ def peer_ip(address: str) -> str | None:
         return None
 
 
-def source_ip(request: ConnectRequest) -> str:
-    if request.forwarded_for is not None:
+def source_ip(request: ConnectRequest, forwarded_owner: Workload | None) -> str:
+    """The client address to authorize and report: ``forwarded`` if ``forwarded_owner`` (the workload
+    holding that IP) proved itself as the peer, else the TCP peer's address."""
+    owned = forwarded_owner is not None and forwarded_owner.identity == request.peer_identity
+    if request.forwarded_for is not None and owned:
         return str(request.forwarded_for[0])
     return peer_ip(request.peer_address) or "0.0.0.0"
+
+
+def forwarded_ip(request: ConnectRequest) -> str | None:
+    return None if request.forwarded_for is None else str(request.forwarded_for[0])
 
 
 def decide_inbound(
@@ -56,15 +66,17 @@ def decide_inbound(
     target: Workload | None,
     listener_uid: str,
     policies: Sequence[Authorization],
+    forwarded_owner: Workload | None = None,
 ) -> InboundVerdict:
-    """The verdict for ``request`` addressed to ``target`` (the workload owning its IP, if any)."""
+    """The verdict for ``request`` addressed to ``target`` (the workload owning its IP, if any);
+    ``forwarded_owner`` is the workload owning the ``forwarded`` address, if any."""
     if target is None or target.uid != listener_uid:
         return InboundVerdict(
             status=ConnectStatus.BAD_REQUEST,
             reason=f"{request.target_ip} is not the workload this listener serves",
         )
     conn = ConnectionInfo(
-        source_ip=source_ip(request),
+        source_ip=source_ip(request, forwarded_owner),
         destination_ip=str(request.target_ip),
         destination_port=request.target_port,
         source_identity=request.peer_identity or None,

@@ -11,6 +11,8 @@ from meshcore.hbone.connect import ConnectRequest, ConnectStatus
 from schemas.discovery import Action, Authorization, Clause, Match, Rule, Scope, StringMatch, Workload
 from ztunnel.inbound_decision import baggage_for, decide_inbound, peer_ip, source_ip
 
+CLIENT_POD = Workload(uid="cli", name="client-0", namespace="prod", addresses=("10.0.0.1",), service_account="client")
+OTHER_POD = Workload(uid="oth", name="other-0", namespace="prod", addresses=("10.0.0.9",), service_account="other")
 SERVER = Workload(uid="srv", name="server-0", namespace="prod", addresses=("10.0.0.2",), service_account="server",
                   workload_name="server", canonical_name="server", canonical_revision="v2")
 CLIENT_ID = "spiffe://cluster.local/ns/prod/sa/client"
@@ -39,6 +41,9 @@ ALLOW_NS = policy(Action.ALLOW, Match(namespaces=(StringMatch(exact="prod"),)), 
 ALLOW_FROM_IP = policy(Action.ALLOW, Match(source_ips=("10.0.0.1/32",)), "allow-ip")
 
 
+OWNERS = {"10.0.0.1": CLIENT_POD, "10.0.0.9": OTHER_POD}
+
+
 @pytest.mark.parametrize(
     ("req", "policies", "status", "flags"),
     [
@@ -53,11 +58,17 @@ ALLOW_FROM_IP = policy(Action.ALLOW, Match(source_ips=("10.0.0.1/32",)), "allow-
         (request(9090), [ALLOW_CLIENT, DENY_9090], ConnectStatus.UNAUTHORIZED, "DENY"),
         (request(forwarded="10.0.0.1"), [ALLOW_FROM_IP], ConnectStatus.OK, "-"),
         (request(forwarded="10.0.0.9"), [ALLOW_FROM_IP], ConnectStatus.UNAUTHORIZED, "DENY"),
+        # A client claiming another workload's address inside an allowed range is judged by its TCP peer.
+        (request(forwarded="10.0.0.1", identity="spiffe://cluster.local/ns/prod/sa/other"), [ALLOW_FROM_IP],
+         ConnectStatus.UNAUTHORIZED, "DENY"),
+        (request(forwarded="10.0.0.5"), [ALLOW_FROM_IP], ConnectStatus.UNAUTHORIZED, "DENY"),  # no owner: peer
         (request(forwarded=None), [ALLOW_FROM_IP], ConnectStatus.UNAUTHORIZED, "DENY"),  # peer 127.0.0.1
     ],
 )
 def test_verdicts(req: ConnectRequest, policies: list[Authorization], status: ConnectStatus, flags: str) -> None:
-    verdict = decide_inbound(req, target=SERVER, listener_uid="srv", policies=policies)
+    claimed = str(req.forwarded_for[0]) if req.forwarded_for else ""
+    verdict = decide_inbound(req, target=SERVER, listener_uid="srv", policies=policies,
+                             forwarded_owner=OWNERS.get(claimed))
     assert (verdict.status, verdict.response_flags) == (status, flags)
     assert verdict.connection is not None and verdict.connection.source_identity == req.peer_identity
 
@@ -84,9 +95,11 @@ def test_peer_ip(text: str, ip: str | None) -> None:
     assert peer_ip(text) == ip
 
 
-def test_source_ip_prefers_forwarded_for() -> None:
-    assert source_ip(request(forwarded="10.9.9.9")) == "10.9.9.9"
-    assert source_ip(request(forwarded=None)) == "127.0.0.1"
+def test_source_ip_trusts_forwarded_only_from_its_owner() -> None:
+    assert source_ip(request(forwarded="10.0.0.1"), CLIENT_POD) == "10.0.0.1"
+    assert source_ip(request(forwarded="10.0.0.9"), OTHER_POD) == "127.0.0.1"  # identity mismatch
+    assert source_ip(request(forwarded="10.0.0.5"), None) == "127.0.0.1"  # nobody owns it
+    assert source_ip(request(forwarded=None), None) == "127.0.0.1"
 
 
 def test_baggage_names_the_workload() -> None:
