@@ -216,11 +216,9 @@ class KubeApi:
         cls = self._check("get", resource)
         try:
             return _as_dict(await self._client.get(cls, name, namespace=namespace), resource)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise _api_error(f"get {resource.plural} {namespace}/{name}", exc) from exc
         except httpx2.HTTPError as exc:
+            if _status_code(exc) == 404:
+                return None
             raise _api_error(f"get {resource.plural} {namespace}/{name}", exc) from exc
 
     async def create(self, resource: ApiResource, obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -297,9 +295,19 @@ def _as_dict(obj: Any, resource: ApiResource) -> dict[str, Any]:
     return data
 
 
-def _api_error(what: str, exc: httpx2.HTTPError) -> KubeApiError:
+def _status_code(exc: httpx2.HTTPError) -> int | None:
+    """The HTTP status of a refused call (lightkube makes an ApiError only for an exact JSON content type)."""
     if isinstance(exc, ApiError):
-        code, message = exc.status.code, exc.status.message
+        return exc.status.code
+    if isinstance(exc, httpx2.HTTPStatusError):
+        return exc.response.status_code
+    return None
+
+
+def _api_error(what: str, exc: httpx2.HTTPError) -> KubeApiError:
+    if isinstance(exc, httpx2.HTTPStatusError):
+        code = _status_code(exc)
+        message = exc.status.message if isinstance(exc, ApiError) else exc.response.text[:300]
         reason = _REASONS.get(code or 0, "see the API server's message")
         return KubeApiError(f"{what}: HTTP {code}: {message}", reason=reason)
     return KubeApiError(
