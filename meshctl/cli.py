@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from meshctl.commands import register as register_control_plane_verbs
+from meshctl.commands_up import register as register_runner_verbs
 from meshctl.validate import validate
 
 
@@ -15,3 +16,4 @@ def cli() -> None:
 
 cli.add_command(validate)
 register_control_plane_verbs(cli)  # apply, delete, get, proxy-status (meshctl/commands/)
+register_runner_verbs(cli)  # up, status, exec, logs, demo (meshctl/commands_up.py)

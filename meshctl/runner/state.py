@@ -41,6 +41,7 @@ class PodStatus:
     node: str
     identity: str
     ready: bool = False
+    captured: bool = False  # in the ambient mesh: its ztunnel listens on podIP:15008/15080
     pid: int | None = None
     restarts: int = 0
     state: str = "pending"

@@ -282,20 +282,40 @@ class MeshRunner:
         return await self._supervisor.start(spec)
 
     async def _watch_mesh_listener(self, key: str, ip: str) -> None:
-        """A pod is ready once its process is and its ztunnel listens on ``podIP:15080`` for it."""
+        """A captured pod is ready once its process is and its ztunnel listens on ``podIP:15080``; a pod
+        istiod_lite did not enroll (no ``istio.io/dataplane-mode: ambient``) once its process is."""
+        last_lookup = -1.0
         while key in self.status.pods and self.status.pods[key].ip == ip:
-            try:
-                stream = await trio.open_tcp_stream(ip, EXPLICIT_PROXY_PORT)
-            except OSError:
+            captured: bool | None = None
+            if await _accepts(ip, EXPLICIT_PROXY_PORT):
+                captured = True
+            elif trio.current_time() - last_lookup >= 1.0:
+                last_lookup = trio.current_time()
+                if await self._enrolled(key) is False:
+                    captured = False
+            if captured is None:
                 await trio.sleep(0.1)
                 continue
-            await stream.aclose()
             self._listening.add(key)
             pod = self.status.pods.get(key)
             if pod is not None:
+                pod.captured = captured
                 pod.ready = pod.state == "ready"
                 self._write_status()
             return
+
+    async def _enrolled(self, key: str) -> bool | None:
+        """Whether istiod_lite put pod ``key`` in the mesh (HBONE), from its config dump; None: not yet known."""
+        host, _, port = self.istiod_admin.rpartition(":")
+        try:
+            response = await http_request(host, int(port), "GET", "/debug/config_dump", timeout=5)
+            workloads = response.json().get("snapshot", {}).get("workload", {})
+        except (AdminRequestFailed, ValueError, AttributeError):
+            return None
+        workload = workloads.get(f"Kubernetes//Pod/{key}") if isinstance(workloads, dict) else None
+        if not isinstance(workload, dict):
+            return None
+        return bool(workload.get("tunnel_protocol", "HBONE") == "HBONE")
 
     async def _wait_mesh_ready(self) -> None:
         with trio.move_on_after(MESH_READY_TIMEOUT):
@@ -315,7 +335,8 @@ class MeshRunner:
         self.report(f"istiod_lite admin: http://{self.istiod_admin}  (metrics /metrics, config /debug/config_dump)")
         for pod in sorted(self.status.pods.values(), key=lambda p: (p.namespace, p.name)):
             state = "ready" if pod.ready else pod.state
-            self.report(f"pod {pod.namespace}/{pod.name} {state} at {pod.ip} on {pod.node} ({pod.identity})")
+            mesh = pod.identity if pod.captured else "not in the ambient mesh: its namespace is not enrolled"
+            self.report(f"pod {pod.namespace}/{pod.name} {state} at {pod.ip} on {pod.node} ({mesh})")
         self.report(
             f"mesh is up: {len(self.nodes)} nodes, {ready}/{len(self.status.pods)} pods ready; "
             f"`meshctl status` shows it, Ctrl-C stops it"
@@ -439,3 +460,10 @@ class MeshRunner:
         self.report("mesh stopped; every process it started has exited")
 
 
+async def _accepts(host: str, port: int) -> bool:
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
