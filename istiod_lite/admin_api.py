@@ -10,7 +10,8 @@ hypercorn+starlette is argued there: a route table and small bodies, native trio
 - ``POST /apis/delete[?namespace=NS]`` — the same YAML; deletes what it names from the applied store.
 - ``GET /apis/resources[?kind=K][&namespace=NS][&output=json|yaml]`` — what is in force (files and
   applied), with where each came from; ``kind`` accepts Kind, plural or short name, any case.
-- ``GET /apis/errors`` — files (or applied state) that are not in force, with every error, and warnings.
+- ``GET /apis/errors`` — files (or applied state) that are not in force, with every error; warnings
+  (file warnings, applied resources overriding files, translation warnings such as fail-closed rules).
 - ``GET /debug/proxy-status`` — per proxy and type: sent version/nonce, ACKed version, NACK error,
   and the verdict SYNCED / STALE / NACKED against the published version.
 - ``GET /debug/config_dump`` — the translated snapshot and what was published of it.
@@ -161,6 +162,7 @@ class AdminApi:
         directory = self._istiod.directory
         warnings = [] if directory is None else [w for ws in directory.warnings.values() for w in ws]
         warnings += list(self._istiod.store.overrides)
+        warnings += list(self._istiod.translation_warnings)
         return Response.json({"errors": self._store_errors(), "warnings": warnings})
 
     async def proxy_status(self, _request: Request) -> Response:

@@ -24,7 +24,6 @@ process listens; removed on exit) which is how ``meshctl`` finds a running contr
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import json
 import os
@@ -50,6 +49,8 @@ from istiod_lite.stores.base import ResourceKey, Store, StoredResource
 from istiod_lite.stores.directory import DirectoryStore
 from istiod_lite.stores.merged import MergedStore
 from istiod_lite.tokens import NodeTokenAuthenticator, NodeTokens
+from istiod_lite.translate import PodInfo, VipAllocator, translate
+from istiod_lite.translate.inputs import pods_from_deployments
 from meshcore.admin.http import AdminServer
 from meshcore.errors import MeshError
 from meshcore.push.protocol import JSON
@@ -100,33 +101,41 @@ class IstiodAddresses:
         return {"control": self.control, "admin": self.admin}
 
 
-def default_translator() -> tuple[Translator, str]:
-    """The real translation once ``istiod_lite.translate`` offers its entry point, else the interim one.
+class MeshTranslation:
+    """The default :data:`Translator`: :func:`istiod_lite.translate.translate` with Istio's rules.
 
-    A translate package that exists but fails to import is an error, not a reason to fall back: a
-    silently substituted translation would push the wrong config.
+    One VIP allocator lives as long as the process, so a Service keeps its VIP across rebuilds. Without
+    a runner's inventory the pods are the Deployments' replicas on their ``nodeName`` (identities and
+    placement, no addresses). The warnings of the last build (e.g. an L7 attribute in a ztunnel-bound
+    policy) are kept for the admin API: the rule is applied fail-closed, and the user must be told.
     """
-    try:
-        module = importlib.import_module("istiod_lite.translate")
-    except ModuleNotFoundError as exc:
-        if exc.name != "istiod_lite.translate":
-            raise
-        module = None
-    entry = getattr(module, "translate_to_push", None)
-    pod_info = getattr(module, "PodInfo", None)
-    if entry is None or pod_info is None:  # not landed (or only partly): say which translation runs
-        from istiod_lite.interim_translation import interim_translate
 
-        return interim_translate, "interim"
-    fields = tuple(attrs.fields_dict(pod_info))
+    name = "istiod_lite.translate"
 
-    def translate(resources: Sequence[Any], pods: Sequence[Pod] | None) -> Mapping[str, Mapping[str, JSON]]:
-        """The runner's pods as translation's ``PodInfo`` (same field names, minus what it ignores)."""
-        infos = None if pods is None else [pod_info(**{f: getattr(p, f) for f in fields}) for p in pods]
-        result: Mapping[str, Mapping[str, JSON]] = entry(resources, infos)
-        return result
+    def __init__(self) -> None:
+        self._vips = VipAllocator()
+        self.warnings: tuple[str, ...] = ()
 
-    return translate, "istiod_lite.translate"
+    def __call__(self, resources: Sequence[Any], pods: Sequence[Pod] | None) -> Mapping[str, Mapping[str, JSON]]:
+        if pods is None:
+            placed = pods_from_deployments(resources)
+        else:
+            placed = [
+                PodInfo(
+                    name=p.name,
+                    namespace=p.namespace,
+                    ip=p.ip,
+                    node=p.node,
+                    labels=p.labels,
+                    service_account=p.service_account,
+                    deployment=p.deployment,
+                    container_ports=p.container_ports,
+                )
+                for p in pods
+            ]
+        snapshot = translate(resources, placed, vip_allocator=self._vips)
+        self.warnings = snapshot.warnings
+        return snapshot.to_push()
 
 
 class PushMetrics:
@@ -195,11 +204,8 @@ class Istiod:
                 f"config directory {options.config_dir} does not exist",
                 reason="create it (it may be empty) or leave out --config-dir",
             )
-        if translator is None:
-            translator, self.translator_name = default_translator()
-        else:
-            self.translator_name = getattr(translator, "__qualname__", "custom")
-        self._translator = translator
+        self._translator: Translator = translator if translator is not None else MeshTranslation()
+        self.translator_name = str(getattr(self._translator, "name", getattr(translator, "__qualname__", "custom")))
         self.ca = CertificateAuthority.load_or_create(state)
         self.tokens = NodeTokens(state)
         self.applied = AppliedStore(state / APPLIED_FILE)
@@ -220,6 +226,7 @@ class Istiod:
         self.snapshot: Mapping[str, Mapping[str, JSON]] | None = None
         self.snapshot_revision: int | None = None
         self.translation_error: str | None = None
+        self.translation_warnings: tuple[str, ...] = ()
         self.addresses: IstiodAddresses | None = None
         self._write_bootstrap_files()
 
@@ -262,6 +269,11 @@ class Istiod:
             self.translation_error = f"{type(exc).__name__}: {exc}"
             raise
         self.translation_error = None
+        warnings = tuple(getattr(self._translator, "warnings", ()))
+        if warnings != self.translation_warnings:
+            for warning in warnings:
+                _log.warning("translation warning", warning=warning)
+        self.translation_warnings = warnings
         self.snapshot = snapshot
         self.snapshot_revision = self.store.revision
         self.placement.update(snapshot.get("workload", {}))
@@ -283,6 +295,7 @@ class Istiod:
             "store_revision": self.store.revision,
             "snapshot_revision": self.snapshot_revision,
             "translation_error": self.translation_error,
+            "translation_warnings": list(self.translation_warnings),
             "published": {t: p.version for t, p in sorted(self.push.catalog().items())},
             "snapshot": self.snapshot,
             "node_authorization": self.placement.identities(),

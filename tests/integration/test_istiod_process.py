@@ -2,8 +2,8 @@
 directory), driven the way a user drives it: the admin API, files in ``--config-dir``, ``meshctl`` as a
 subprocess, and a restart.
 
-Translation is the INTERIM one (``istiod_lite.translate`` has not landed): these tests show the
-plumbing — stores, push, ACK/NACK, status, restart, node authorization — not Istio's translation rules.
+These tests show the process's plumbing — stores, pod inventory, push, ACK/NACK, status, restart, node
+authorization — with the real translation; its rules have their own table-driven tests.
 """
 
 from __future__ import annotations

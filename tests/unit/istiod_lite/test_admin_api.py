@@ -1,8 +1,9 @@
 """istiod_lite's admin API: handlers called with plain requests over real stores in a temp state dir,
 and, where the push side matters, an in-process Istiod on loopback with a real PushClient.
 
-The interim translator is used (``istiod_lite.translate`` has not landed); these tests only rely on
-what any translator yields for a core Service: one pushed ``service`` resource.
+Translation is the real one; these tests only rely on what it yields for a core Service (one pushed
+``service`` resource keyed ``namespace/hostname``) and for an L7 attribute in a ztunnel-bound policy
+(a warning).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import trio
 import yaml
 
 from istiod_lite.admin_api import AdminApi
-from istiod_lite.interim_translation import interim_translate
 from istiod_lite.server import Istiod, IstiodAddresses, IstiodOptions
 from meshcore.admin.http import AdminServer
 from meshcore.admin.messages import BadRequest, Request, Response, split_target
@@ -45,7 +45,7 @@ def _istiod(tmp_path: Path, *, config: str | None = FILE_SERVICE) -> Istiod:
     if config is not None:
         (config_dir / "files.yaml").write_text(config)
     options = IstiodOptions(state_dir=tmp_path / "state", config_dir=config_dir, control_port=0, admin_port=0)
-    istiod = Istiod(options, translator=interim_translate)
+    istiod = Istiod(options)
     assert istiod.directory is not None
     istiod.directory.scan()
     return istiod
@@ -211,3 +211,25 @@ async def test_the_admin_server_serves_the_api_routes(running: tuple[Istiod, Ist
         ("GET", "/healthz/ready"),
     ]:
         assert route in routes
+
+
+L7_ALLOW = """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: get-only, namespace: prod}
+spec:
+  selector: {matchLabels: {app: search}}
+  action: ALLOW
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+"""
+
+
+async def test_translation_warnings_are_reported_with_the_errors(tmp_path: Path) -> None:
+    istiod = _istiod(tmp_path)
+    api = AdminApi(istiod)
+    assert (await api.apply(_request("POST", "/apis/apply", L7_ALLOW))).status == 200
+    istiod.build(istiod.store.list())  # what the feed does on the store's change
+    warnings = _json(await api.errors(_request("GET", "/apis/errors")))["warnings"]
+    assert warnings == list(istiod.translation_warnings) and len(warnings) == 1
+    assert "prod/get-only" in warnings[0] and "methods" in warnings[0]
+    assert istiod.config_dump()["translation_warnings"] == warnings

@@ -20,7 +20,6 @@ import trio
 import yaml
 from click.testing import CliRunner, Result
 
-from istiod_lite.interim_translation import interim_translate
 from istiod_lite.server import Istiod, IstiodOptions
 from meshcore.telemetry.logs import configure_logging
 from meshctl.commands import register
@@ -55,7 +54,7 @@ async def _invoke(*args: str) -> Result:
 @pytest.fixture
 async def state_dir(tmp_path: Path) -> AsyncIterator[Path]:
     state = tmp_path / "state"
-    istiod = Istiod(IstiodOptions(state_dir=state, control_port=0, admin_port=0), translator=interim_translate)
+    istiod = Istiod(IstiodOptions(state_dir=state, control_port=0, admin_port=0))
     async with trio.open_nursery() as nursery:
         await nursery.start(istiod.run)
         yield state
