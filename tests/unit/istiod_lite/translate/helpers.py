@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import attrs
@@ -54,7 +55,7 @@ def ztunnel_decides(
 ) -> bool:
     """What a ztunnel fed this snapshot (through the push JSON) decides for a connection to ``uid``."""
     state = ProxyState()
-    pushed = snapshot.to_push()
+    pushed = json.loads(json.dumps(snapshot.to_push()))  # what goes over the wire
     for type_name in ("workload", "service", "authorization"):
         state.apply(type_name, list(pushed[type_name].values()), replace=True)
     workload = state.workload(uid)

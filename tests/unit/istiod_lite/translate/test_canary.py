@@ -124,7 +124,7 @@ def test_canary_virtual_service_splits_95_5_to_the_v1_and_v2_pods() -> None:
     split = {d.cluster.subset: (d.cluster, d.weight) for d in route.action.destinations}
     assert {subset: weight for subset, (_, weight) in split.items()} == {"v1": 95, "v2": 5}
     v1, v2 = split["v1"][0], split["v2"][0]
-    assert (v1.hostname, v1.port) == (TARGET, 8080)
+    assert (v1.hostname, v1.port) == (v2.hostname, v2.port) == (TARGET, 8080)
     endpoints = {c.key.subset: {(e.address, e.port) for e in c.endpoints} for c in view.clusters}
     assert endpoints["v1"] == {("10.0.1.1", 9001), ("10.0.1.2", 9001)}
     assert endpoints["v2"] == {("10.0.2.1", 9002)}
