@@ -1,0 +1,232 @@
+"""`meshctl up` driven as a user drives it: the CLI as a subprocess, manifests on disk, curl through
+the mesh with `meshctl exec`, `meshctl status -o json`, live `meshctl apply`/`delete`, a second `up`
+refused, and SIGTERM leaving no process behind.
+
+Each test's state directory is its own tmp_path, so each mesh gets its own 127.X/16 (no port clashes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.processes import Component, Spawner
+
+MESHCTL = str(Path(sys.executable).with_name("meshctl"))
+HOST = "search-api.prod.svc.cluster.local"
+
+APP = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: prod
+  labels: {istio.io/dataplane-mode: ambient}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: search, namespace: prod}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: client, namespace: prod}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: search-api, namespace: prod}
+spec:
+  selector: {app: search}
+  ports: [{name: http, port: 8080, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: search, namespace: prod}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: search}}
+  template:
+    metadata: {labels: {app: search}}
+    spec:
+      serviceAccountName: search
+      containers:
+      - name: app
+        command: [python3, -m, http.server, --bind, $(POD_IP), "8080"]
+        ports: [{containerPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: client, namespace: prod}
+spec:
+  selector: {matchLabels: {app: client}}
+  template:
+    metadata: {labels: {app: client}}
+    spec:
+      serviceAccountName: client
+      containers:
+      - name: client
+        command: [sleep, "3600"]
+"""
+
+EXTRA = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: worker, namespace: prod}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: worker}}
+  template:
+    metadata: {labels: {app: worker}}
+    spec:
+      containers:
+      - name: worker
+        command: [sleep, "3600"]
+"""
+
+
+def meshctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([MESHCTL, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def status(state: Path) -> dict[str, Any]:
+    result = meshctl("status", "-o", "json", "--state-dir", str(state))
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def mesh(spawn: Spawner, tmp_path: Path) -> Iterator[tuple[Component, Path]]:
+    manifests = tmp_path / "app.yaml"
+    manifests.write_text(APP)
+    state = tmp_path / "state"
+    up = spawn.start("meshctl-up", [MESHCTL, "up", "-f", str(manifests), "--state-dir", str(state)], wait_ready=False)
+    up.wait_for_line(lambda line: line.startswith("mesh is up"), timeout=90)
+    yield up, state
+
+
+@pytest.mark.slow
+def test_exec_curl_reaches_the_service_by_name_through_the_mesh(mesh: tuple[Component, Path]) -> None:
+    up, state = mesh
+    assert any("capture mode: proxy" in line for line in up.stdout_lines)
+    result = meshctl(
+        "exec", "-n", "prod", "client", "--state-dir", str(state), "--",
+        "curl", "-s", "-m", "10", "-w", "\\n%{http_code}", f"http://{HOST}:8080/",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("200")
+    assert "Directory listing" in result.stdout  # http.server answered, through the pod's ztunnel
+
+    document = status(state)
+    client = next(p for p in document["pods"] if p["deployment"] == "client")
+    env = meshctl("exec", "-n", "prod", "client", "--state-dir", str(state), "--", "env").stdout.splitlines()
+    assert f"POD_IP={client['ip']}" in env
+    assert f"http_proxy=http://{client['ip']}:15080" in env
+    assert f"HTTP_PROXY=http://{client['ip']}:15080" in env
+
+
+@pytest.mark.slow
+def test_status_json_names_pods_and_proxies(mesh: tuple[Component, Path]) -> None:
+    _, state = mesh
+    document = status(state)
+    pods = {p["name"]: p for p in document["pods"]}
+    assert set(pods) == {"search-0", "search-1", "client-0"}
+    for pod in pods.values():
+        assert {"namespace", "name", "deployment", "ip", "node", "identity", "ready"} <= set(pod)
+        assert pod["ready"] is True
+        assert pod["ip"].startswith("127.")
+        assert "env" not in pod  # the environment is for exec, not for the listing
+    assert pods["search-0"]["identity"] == "spiffe://cluster.local/ns/prod/sa/search"
+    assert pods["client-0"]["deployment"] == "client"
+    assert len({p["ip"] for p in pods.values()}) == 3
+    kinds = sorted(p["kind"] for p in document["proxies"])
+    assert kinds == ["istiod", "ztunnel", "ztunnel"]
+    for proxy in document["proxies"]:
+        assert {"kind", "name", "node", "admin", "metrics", "ready"} <= set(proxy)
+        assert proxy["ready"] is True
+    ztunnel_nodes = sorted(p["node"] for p in document["proxies"] if p["kind"] == "ztunnel")
+    assert ztunnel_nodes == ["node-1", "node-2"]
+
+
+@pytest.mark.slow
+def test_second_up_on_the_same_state_dir_is_refused(mesh: tuple[Component, Path], tmp_path: Path) -> None:
+    up, state = mesh
+    result = meshctl("up", "-f", str(tmp_path / "app.yaml"), "--state-dir", str(state))
+    assert result.returncode == 1
+    assert "already running" in result.stderr
+    assert str(up.proc.pid) in result.stderr
+    assert up.proc.poll() is None  # the first mesh is untouched
+    assert status(state)["runner_pid"] == up.proc.pid
+
+
+@pytest.mark.slow
+def test_applied_deployment_starts_pods_live_and_delete_stops_them(
+    mesh: tuple[Component, Path], tmp_path: Path
+) -> None:
+    _, state = mesh
+    extra = tmp_path / "worker.yaml"
+    extra.write_text(EXTRA)
+    applied = meshctl("apply", "-f", str(extra), "--state-dir", str(state))
+    assert applied.returncode == 0, applied.stderr
+
+    def workers() -> list[dict[str, Any]]:
+        return [p for p in status(state)["pods"] if p["deployment"] == "worker"]
+
+    wait_until(lambda: len(workers()) == 2 and all(p["ready"] for p in workers()), 30, "worker pods ready")
+    pids = [p["pid"] for p in workers()]
+    assert all(alive(pid) for pid in pids)
+
+    deleted = meshctl("delete", "-f", str(extra), "--state-dir", str(state))
+    assert deleted.returncode == 0, deleted.stderr
+    wait_until(lambda: not workers(), 30, "worker pods to go")
+    wait_until(lambda: not any(alive(pid) for pid in pids), 10, "worker processes to exit")
+
+
+@pytest.mark.slow
+def test_sigterm_drains_everything(mesh: tuple[Component, Path]) -> None:
+    up, state = mesh
+    document = status(state)
+    pids = [p["pid"] for p in document["pods"]] + [p["pid"] for p in document["proxies"]]
+    assert len(pids) == 6 and all(isinstance(pid, int) and alive(pid) for pid in pids)
+
+    up.signal(signal.SIGTERM)
+    assert up.proc.wait(timeout=30) == 0
+    assert [pid for pid in pids if alive(pid)] == []
+    assert not (state / "status.json").exists()
+    assert not (state / "pods.json").exists()
+    assert not (state / "istiod.json").exists()
+    gone = meshctl("status", "--state-dir", str(state))
+    assert gone.returncode == 1
+    assert "no mesh is running" in gone.stderr
+
+
+def test_up_refuses_invalid_manifests_naming_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(APP.replace("replicas: 2", "replicas: two"))
+    result = meshctl("up", "-f", str(bad), "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 1
+    assert "replicas" in result.stderr
+    assert "bad.yaml" in result.stderr
