@@ -44,7 +44,8 @@ def parse_args(argv: Sequence[str]) -> tuple[IstiodOptions, str]:
     parser.add_argument("--config-dir", type=Path, help="a directory of YAML resources, watched for changes")
     parser.add_argument("--host", default="127.0.0.1", help="address the control (push/CA) port binds")
     parser.add_argument(
-        "--admin-host", default="127.0.0.1", help="address the admin API binds (unauthenticated: keep it local)"
+        "--admin-host",
+        help="address the admin API binds (default: --host if loopback, else 127.0.0.1; it is unauthenticated)",
     )
     parser.add_argument("--control-port", type=_port, default=15012, help="TLS push and CA endpoint")
     parser.add_argument("--admin-port", type=_port, default=15014, help="admin HTTP API")

@@ -51,6 +51,7 @@ from istiod_lite.stores.merged import MergedStore
 from istiod_lite.tokens import NodeTokenAuthenticator, NodeTokens
 from istiod_lite.translate import PodInfo, VipAllocator, translate
 from istiod_lite.translate.inputs import pods_from_deployments
+from istiod_lite.translate.view import TYPE_NAME as WAYPOINT_TYPE
 from meshcore.admin.http import AdminServer
 from meshcore.errors import MeshError
 from meshcore.push.protocol import JSON
@@ -83,13 +84,25 @@ class IstiodOptions:
     config_dir: Path | None = None
     host: str = "127.0.0.1"
     """Where proxies reach the control endpoint (``0.0.0.0`` to serve other machines)."""
-    admin_host: str = "127.0.0.1"
-    """The admin API changes the mesh without authentication: localhost unless deliberately widened."""
+    admin_host: str | None = None
+    """The admin API changes the mesh without authentication, so it stays on loopback: by default the
+    control address when that is a loopback address (each local mesh has its own 127.x address, so two
+    meshes never clash on the admin port), else 127.0.0.1; set it to widen deliberately."""
     control_port: int = 15012
     admin_port: int = 15014
     nodes: tuple[str, ...] = ()
     poll_interval: float = 0.5
     debounce: float = 0.1
+
+    @property
+    def effective_admin_host(self) -> str:
+        if self.admin_host is not None:
+            return self.admin_host
+        try:
+            loopback = ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            loopback = self.host == "localhost"
+        return self.host if loopback else "127.0.0.1"
 
 
 @attrs.frozen
@@ -111,6 +124,8 @@ class MeshTranslation:
     """
 
     name = "istiod_lite.translate"
+    types = ("workload", "service", "authorization", WAYPOINT_TYPE)
+    """What it pushes; a proxy subscribing to anything else is told so instead of waiting forever."""
 
     def __init__(self) -> None:
         self._vips = VipAllocator()
@@ -218,7 +233,11 @@ class Istiod:
         self.pods.scan()
         stores: list[Store] = [s for s in (self.directory, self.applied, self.pods) if s is not None]
         self.store = MergedStore(stores)
-        self.push = PushServer(debounce=options.debounce, max_delay=max(1.0, options.debounce))
+        self.push = PushServer(
+            types=getattr(self._translator, "types", None),
+            debounce=options.debounce,
+            max_delay=max(1.0, options.debounce),
+        )
         self.placement = TranslatedPlacement()
         self.csr = CsrService(self.ca, self.placement)
         self.metrics = PushMetrics(Registry(), self.push)
@@ -326,7 +345,9 @@ class Istiod:
                 await nursery.start(self.metrics.run)
                 nursery.start_soon(self._report_store_errors)
                 control_host, control_port = await nursery.start(control.run)
-                admin_host, admin_port = await nursery.start(self.admin.run, options.admin_host, options.admin_port)
+                admin_host, admin_port = await nursery.start(
+                    self.admin.run, options.effective_admin_host, options.admin_port
+                )
                 self.addresses = IstiodAddresses(
                     control=format_address(control_host, control_port),
                     admin=format_address(admin_host, admin_port),
