@@ -29,10 +29,10 @@ TOKEN_REVIEW: Permissions = {**_grant(["TokenReview"], ("create",)), **_grant(["
 """istiod_lite.kube.tokenreview: review the bearer token, then read the caller pod's node."""
 
 WAYPOINT_CONTROLLER: Permissions = {
-    **_grant(["Deployment", "Service"], ("get", "create", "patch")),
+    **_grant(["ServiceAccount", "Deployment", "Service"], ("get", "create", "patch")),
     **_grant(["Gateway"], ("patch",), "status"),
 }
-"""istiod_lite.kube.waypoint_controller: own a Deployment + Service per waypoint Gateway, report status."""
+"""istiod_lite.kube.waypoint_controller: own a ServiceAccount, Deployment and Service per waypoint Gateway."""
 
 ROOT_CERT_NAMESPACED: Permissions = _grant(["ConfigMap"], ("get", "create", "patch"))
 """istiod_lite.kube.root_cert: publish ``istio-ca-root-cert`` in istiod's own namespace (a Role, not cluster-wide)."""
