@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from istiod_lite.translate.inputs import Inventory, PodInfo, labels_match, resolve_host
-from istiod_lite.translate.services import endpoint_ports
+from istiod_lite.translate.services import EndpointIndex
 from schemas import core, networking
 from schemas.common import namespace_of
 from waypoint import model
@@ -132,33 +132,23 @@ def subset_of(dr: networking.DestinationRule | None, name: str) -> networking.Su
 
 
 def endpoints(
-    service: core.Service | None,
+    members: Sequence[tuple[PodInfo, Mapping[int, int]]],
     port: int,
-    pods: Sequence[PodInfo],
     identities: Mapping[str, str],
     subset_labels: Mapping[str, str] | None,
 ) -> tuple[Endpoint, ...]:
-    """The pods behind ``service`` on ``port``, narrowed to ``subset_labels``; ``identities`` maps
-    ``namespace/pod`` to its SPIFFE ID."""
-    if service is None:
-        return ()
+    """The service's pods (``members``, from the endpoint index) that have an address and a target for
+    ``port``, narrowed to ``subset_labels``; ``identities`` maps ``namespace/pod`` to its SPIFFE ID."""
     out = []
-    for pod in pods:
-        if not pod.ip:
+    for pod, ports in members:
+        target = ports.get(port)
+        if not pod.ip or target is None:
             continue
         if subset_labels is not None and not labels_match(subset_labels, pod.labels):
             continue
-        target = endpoint_ports(service, pod).get(port)
-        if target is None:
-            continue
-        out.append(
-            Endpoint(
-                address=pod.ip,
-                port=target,
-                identity=identities.get(f"{pod.namespace}/{pod.name}", ""),
-                labels=pod.labels,
-            )
-        )
+        out.append(Endpoint(
+            address=pod.ip, port=target, identity=identities.get(f"{pod.namespace}/{pod.name}", ""),
+            labels=pod.labels))
     return tuple(out)
 
 
@@ -166,6 +156,7 @@ def build_cluster(
     key: ClusterKey,
     inventory: Inventory,
     services: Mapping[str, core.Service],
+    index: EndpointIndex,
     identities: Mapping[str, str],
     proxy_namespace: str,
     warnings: list[str],
@@ -188,4 +179,5 @@ def build_cluster(
             return cluster_policy(base, where, warnings), ()
         labels = subset.labels
         base = _merge(base, subset.traffic_policy)
-    return cluster_policy(base, where, warnings), endpoints(service, key.port, inventory.pods, identities, labels)
+    members = index.members(service) if service is not None else ()
+    return cluster_policy(base, where, warnings), endpoints(members, key.port, identities, labels)

@@ -76,6 +76,7 @@ class _Context:
     pod_waypoints: Mapping[str, Waypoint]  # ns/pod → waypoint
     vips: Mapping[str, tuple[str, ...]]  # hostname → VIPs
     workloads: Mapping[str, Workload]
+    index: services.EndpointIndex
 
 
 def translate(
@@ -120,6 +121,13 @@ def translate(
         if converted.scope is Scope.WORKLOAD_SELECTOR:
             selector_policies.append(policy)
 
+    index = services.EndpointIndex(all_services, inventory.pods)
+    pod_services: dict[str, dict[str, dict[int, int]]] = {}
+    for svc in all_services:
+        for member, ports in index.members(svc):
+            pod_services.setdefault(f"{member.namespace}/{member.name}", {})[
+                services.service_key(inventory, svc)] = ports
+
     workloads: dict[str, Workload] = {}
     pod_waypoints: dict[str, Waypoint] = {}
     for pod in inventory.pods:
@@ -134,7 +142,7 @@ def translate(
             authorizations[strict_key] = strict
             keys.append(strict_key)
         workload = build_workload(
-            inventory, pod, services=all_services, trust_domain=trust_domain,
+            inventory, pod, services=pod_services.get(f"{pod.namespace}/{pod.name}", {}), trust_domain=trust_domain,
             waypoint=waypoint.address if waypoint is not None else None,
             is_waypoint=is_waypoint_pod(pod, waypoints), policies=tuple(keys))
         workloads[workload.uid] = workload
@@ -148,6 +156,7 @@ def translate(
         pod_waypoints=pod_waypoints,
         vips={s.hostname: tuple(v.address for v in s.vips) for s in pushed_services.values()},
         workloads=workloads,
+        index=index,
     )
     views = {key: _waypoint_view(context, waypoint, warnings) for key, waypoint in waypoints.items()}
     return MeshSnapshot(
@@ -188,7 +197,7 @@ def _waypoint_view(context: _Context, waypoint: Waypoint, warnings: list[str]) -
     cluster_views = []
     for key in _cluster_keys(tables):
         policy, endpoints = clusters.build_cluster(
-            key, inventory, by_hostname, identities, waypoint.namespace, warnings)
+            key, inventory, by_hostname, context.index, identities, waypoint.namespace, warnings)
         cluster_views.append(view.Cluster(key=key, policy=policy, endpoints=endpoints))
     served_keys = {f"{namespace_of(s.metadata)}/{s.metadata.name}" for s in served}
     hostnames = l7policies.served_services(inventory, served_keys)

@@ -9,16 +9,14 @@
   ``app.kubernetes.io/name``, ``app``, then the workload name; ``…/canonical-revision``,
   ``app.kubernetes.io/version``, ``version``, then ``latest``);
 * ``services``: every Service of the pod's namespace whose selector matches, with this pod's own
-  target ports (see :mod:`istiod_lite.translate.services`).
+  target ports (computed by :class:`istiod_lite.translate.services.EndpointIndex`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from istiod_lite.translate.inputs import CLUSTER_ID, DATAPLANE_MODE, Inventory, PodInfo
-from istiod_lite.translate.services import endpoint_ports
-from schemas import core
 from schemas.discovery import GatewayAddress, TunnelProtocol, Workload, WorkloadType
 
 _NAME_LABELS = ("service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
@@ -54,18 +52,13 @@ def build_workload(
     inventory: Inventory,
     pod: PodInfo,
     *,
-    services: Sequence[core.Service],
+    services: Mapping[str, dict[int, int]],
     trust_domain: str,
     waypoint: GatewayAddress | None,
     is_waypoint: bool,
     policies: tuple[str, ...],
 ) -> Workload:
     enrolled = is_waypoint or in_ambient_mesh(pod, inventory.namespace_labels(pod.namespace))
-    ports = {}
-    for service in services:
-        found = endpoint_ports(service, pod)
-        if found:
-            ports[f"{pod.namespace}/{inventory.hostname(service)}"] = found
     return Workload(
         uid=pod_uid(pod.namespace, pod.name),
         name=pod.name,
@@ -80,6 +73,6 @@ def build_workload(
         canonical_revision=canonical_revision(pod),
         workload_name=pod.deployment or pod.name,
         workload_type=WorkloadType.DEPLOYMENT if pod.deployment else WorkloadType.POD,
-        services=ports,
+        services=dict(services),
         authorization_policies=policies,
     )
