@@ -185,7 +185,7 @@ def logs(namespace: str, tail: int | None, deployment: str, state_dir: Path) -> 
 @click.option("--duration", type=float, default=40.0, show_default=True,
               help="Seconds of traffic: the canary split, v2 failing, then the rollback.")
 @click.option("--nodes", default=2, show_default=True)
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=Path(".mesh-demo"),
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=Path(".mesh/demo"),
               show_default=True, help="The demo mesh's own state directory.")
 def demo(duration: float, nodes: int, state_dir: Path) -> None:
     """The canary story on a live mesh: a 95/5 split, v2 failing, the rollback — from the mesh's metrics."""

@@ -310,6 +310,7 @@ async def _tell(status: MeshStatus, state_dir: Path, duration: float, console: C
             if not console.is_terminal and trio.current_time() - last_print >= 5:
                 last_print = trio.current_time()
                 console.print(table)
+    console.print()
     return story
 
 

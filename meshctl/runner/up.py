@@ -32,13 +32,22 @@ from meshctl.runner.lock import StateDirLock
 from meshctl.runner.pods import PodIdentity, pod_command, proxy_env
 from meshctl.runner.state import MeshStatus, PodStatus, ProxyStatus, remove_status, write_status
 from meshctl.runner.supervisor import ProcessFailed, ProcessSpec, ReadyLine, Started, Supervisor, TcpProbe
-from meshctl.runner.workloads import DesiredState, PodPlan, desired_state, diff_pods
+from meshctl.runner.waypoint_bridge import WaypointBridge, issue_certificates
+from meshctl.runner.workloads import (
+    GATEWAY_NAME_LABEL,
+    DesiredState,
+    PodPlan,
+    WaypointPlan,
+    desired_state,
+    diff_pods,
+)
 from schemas.load import load_paths, load_text, yaml_files
 
 EXPLICIT_PROXY_PORT = 15080
 CONTROL_PLANE_OFFSET = 251  # 127.X.0.251: past the last node address (MAX_NODES = 250)
 RECONCILE_INTERVAL = 1.0
 MESH_READY_TIMEOUT = 30.0
+WAYPOINT_VIEW_TIMEOUT = 15.0
 
 Reporter = Callable[[str], None]
 
@@ -100,6 +109,8 @@ class MeshRunner:
         self._supervisor: Supervisor | None = None
         self._pods: dict[str, PodPlan] = {}
         self._pod_ips: dict[str, str] = {}
+        self._waypoints: dict[str, WaypointPlan] = {}
+        self._waypoint_ips: dict[str, str] = {}
         self._listening: set[str] = set()  # pods whose ztunnel listener on podIP:15080 was seen
         self._stop = trio.Event()
         self._startup = trio.CancelScope()
@@ -180,15 +191,17 @@ class MeshRunner:
         for plan in desired.pods.values():
             self._pod_ips[plan.key] = self.addresses.allocate_pod()
         self._pods = dict(desired.pods)
+        for waypoint in desired.waypoints.values():
+            self._waypoint_ips[waypoint.key] = self.addresses.allocate_pod()
+        self._waypoints = dict(desired.waypoints)
         self._publish_inventory()
         await self._start_istiod()
         async with trio.open_nursery() as starting:
             for node in self.nodes:
                 starting.start_soon(self._start_ztunnel, node)
-        if desired.waypoints:
-            names = ", ".join(sorted(desired.waypoints))
-            self.status.problems.append(f"waypoint Gateways {names} are not started: waypoints are not wired in yet")
-            self.report(f"warning: {self.status.problems[-1]}")
+        async with trio.open_nursery() as starting:
+            for waypoint in desired.waypoints.values():
+                starting.start_soon(self._start_waypoint, waypoint, nursery)
         async with trio.open_nursery() as starting:
             for plan in desired.pods.values():
                 starting.start_soon(self._start_pod, plan, nursery)
@@ -242,6 +255,52 @@ class MeshRunner:
         proxy.admin = f"http://{addresses.get('admin', '')}"
         proxy.metrics = f"http://{addresses.get('metrics', '')}/metrics"
         self.report(f"ztunnel {node} ready at {self.node_addresses[node]}: metrics {proxy.metrics}")
+
+    async def _start_waypoint(self, plan: WaypointPlan, nursery: trio.Nursery) -> None:
+        """A waypoint process on its own address, its view and certificate fed by the (interim) bridge."""
+        name = f"waypoint-{plan.namespace}-{plan.name}"
+        workdir = self.state_dir / "waypoints" / f"{plan.namespace}-{plan.name}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        bridge = WaypointBridge(self.istiod_admin, plan.key, workdir / "view.json")
+        view = None
+        for _ in range(int(WAYPOINT_VIEW_TIMEOUT / 0.2)):  # istiod_lite translates the Gateway quickly
+            view = await bridge.refresh()
+            if view is not None:
+                break
+            await trio.sleep(0.2)
+        if view is None:
+            problem = f"waypoint {plan.key}: istiod_lite translated no view for it in {WAYPOINT_VIEW_TIMEOUT:.0f}s"
+            self.status.problems.append(problem)
+            self.report(f"warning: {problem}")
+            return
+        issue_certificates(self.state_dir, view.identity, workdir / "certs")
+        ip = self._waypoint_ips[plan.key]
+        spec = ProcessSpec(
+            name=name,
+            argv=[
+                self.options.python, "-m", "waypoint",
+                "--address", ip,
+                "--identity", view.identity,
+                "--config", str(workdir / "view.json"),
+                "--cert-dir", str(workdir / "certs"),
+            ],
+            readiness=ReadyLine(),
+            start_timeout=60.0,
+        )
+        self.status.proxies[name] = ProxyStatus(kind="waypoint", name=name, node=plan.node)
+        try:
+            process = await self._start(spec)
+        except ProcessFailed as exc:
+            self.status.proxies[name].state = "failed"
+            self.report(f"waypoint {plan.key} failed to start: {exc}")
+            return
+        addresses = process.ready_info.get("addresses", {})
+        proxy = self.status.proxies[name]
+        proxy.addresses = {str(k): str(v) for k, v in addresses.items()}
+        proxy.admin = f"http://{addresses.get('admin', '')}"
+        proxy.metrics = f"http://{addresses.get('metrics', '')}/metrics"
+        nursery.start_soon(bridge.run)
+        self.report(f"waypoint {plan.key} ready at {ip} ({view.identity}): metrics {proxy.metrics}")
 
     def _pod_spec(self, plan: PodPlan) -> tuple[ProcessSpec, dict[str, str]]:
         ip = self._pod_ips[plan.key]
@@ -387,6 +446,22 @@ class MeshRunner:
                 container_ports=plan.container_ports,
             )
             for key, plan in self._pods.items()
+        ]
+        records += [
+            PodRecord(
+                name=f"{plan.name}-0",
+                namespace=plan.namespace,
+                ip=self._waypoint_ips[key],
+                # No node: a ztunnel would otherwise bind podIP:15008 for it as for a captured pod, but a
+                # waypoint terminates HBONE itself (Istio never captures waypoint pods).
+                node="",
+                labels={GATEWAY_NAME_LABEL: plan.name, "gateway.istio.io/managed": "istio.io-mesh-controller"},
+                service_account=plan.name,
+                deployment=plan.name,
+                container_ports=((None, 15008),),
+                kind="waypoint",
+            )
+            for key, plan in self._waypoints.items()
         ]
         write_inventory(self.state_dir, records)
 
