@@ -36,7 +36,7 @@ from istiod_lite.translate.inputs import (
     PodInfo,
     service_hostname,
 )
-from schemas import core, gateway
+from schemas import core
 from schemas.common import ObjectMeta, namespace_of
 from schemas.discovery import HBONE_PORT, GatewayAddress, NamespacedHostname
 
@@ -93,8 +93,12 @@ def is_waypoint_pod(pod: PodInfo, waypoints: Mapping[str, Waypoint]) -> bool:
     return name is not None and f"{pod.namespace}/{name}" in waypoints
 
 
-def is_waypoint_service(service: core.Service) -> bool:
-    return service.metadata.labels.get(GATEWAY_MANAGED) == MESH_CONTROLLER
+def is_waypoint_service(service: core.Service, waypoints: Mapping[str, Waypoint]) -> bool:
+    """Istio's managed label, or a Service the user wrote that selects a waypoint's pods."""
+    if service.metadata.labels.get(GATEWAY_MANAGED) == MESH_CONTROLLER:
+        return True
+    name = service.spec.selector.get(GATEWAY_NAME)
+    return name is not None and f"{namespace_of(service.metadata)}/{name}" in waypoints
 
 
 def _use_waypoint(labels: Mapping[str, str], namespace: str) -> tuple[str | None, bool]:
@@ -142,7 +146,7 @@ def _bind(
 def waypoint_for_service(
     inventory: Inventory, waypoints: Mapping[str, Waypoint], service: core.Service, warnings: list[str]
 ) -> Waypoint | None:
-    if is_waypoint_service(service):
+    if is_waypoint_service(service, waypoints):
         return None
     namespace = namespace_of(service.metadata)
     what = f"Service {namespace}/{service.metadata.name}"
@@ -183,6 +187,3 @@ def waypoint_service_resources(inventory: Inventory, waypoints: Mapping[str, Way
         )
     return out
 
-
-def gateway_of(waypoints: Mapping[str, Waypoint], gw: gateway.Gateway) -> Waypoint | None:
-    return waypoints.get(f"{namespace_of(gw.metadata)}/{gw.metadata.name}")

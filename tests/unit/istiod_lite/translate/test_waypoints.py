@@ -149,3 +149,18 @@ def test_a_waypoint_for_workloads_lists_the_workloads_it_serves() -> None:
     _, _, snapshot = _bindings({USE: "wp"}, {}, {}, "all")
     (served,) = snapshot.waypoints["prod/wp"].workloads
     assert served.uid == "Kubernetes//Pod/prod/api-0" and served.addresses == ("10.0.0.1",)
+
+
+def test_a_user_written_service_for_the_waypoint_pods_is_not_bound_to_a_waypoint_either() -> None:
+    own = """\
+---
+apiVersion: v1
+kind: Service
+metadata: {name: wp, namespace: prod}
+spec:
+  selector: {gateway.networking.k8s.io/gateway-name: wp}
+  ports: [{name: mesh, port: 15008}]
+"""
+    snapshot = translate(load(_mesh({USE: "wp"}, {}, None) + own), [])
+    service = snapshot.services["prod/wp.prod.svc.cluster.local"]
+    assert service.waypoint is None and [p.service_port for p in service.ports] == [15008]  # not replaced
