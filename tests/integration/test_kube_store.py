@@ -15,6 +15,7 @@ from lightkube.config.models import Cluster, User
 
 from istiod_lite.kube import rbac_usage
 from istiod_lite.kube.api import RESOURCES, KubeApi, Permissions, UndeclaredApiCall
+from istiod_lite.kube.root_cert import publish_root_cert
 from istiod_lite.kube.store import KubernetesStore
 from istiod_lite.stores.base import ResourceKey
 from istiod_lite.translate.inputs import PodInfo
@@ -153,4 +154,16 @@ async def test_calls_outside_the_declared_verbs_are_refused_before_reaching_the_
     api = connect(api_url, rbac_usage.STORE)
     with pytest.raises(UndeclaredApiCall, match="create /pods"):
         await api.create(RESOURCES["Pod"], pod("x-0", "default", "n", "10.0.0.1"))
+    await api.aclose()
+
+
+async def test_the_root_cert_configmap_is_created_then_only_updated_when_the_bundle_changes(
+    api_url: str, admin: KubeApi
+) -> None:
+    api = connect(api_url, rbac_usage.ROOT_CERT_NAMESPACED)
+    assert await publish_root_cert(api, "istio-system", "ROOTS-1") is True
+    assert await publish_root_cert(api, "istio-system", "ROOTS-1") is False
+    assert await publish_root_cert(api, "istio-system", "ROOTS-2") is True
+    configmap = await admin.get(RESOURCES["ConfigMap"], "istio-ca-root-cert", "istio-system")
+    assert configmap is not None and configmap["data"] == {"root-cert.pem": "ROOTS-2"}
     await api.aclose()
