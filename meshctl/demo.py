@@ -265,7 +265,7 @@ async def _fail_v2(status: MeshStatus) -> None:
 
 async def run_demo(*, state_dir: Path, duration: float, nodes: int = 2, console: Console | None = None) -> int:
     """Run the demo; 0 when the mesh carried traffic and the story could be told, else 1."""
-    console = console or Console()
+    console = console or Console(soft_wrap=True)  # long lines stay whole when piped (grep-able logs)
     with tempfile.TemporaryDirectory(prefix="meshctl-demo-") as workdir:
         manifest = Path(workdir) / "search-canary.yaml"
         manifest.write_text(demo_manifests())
