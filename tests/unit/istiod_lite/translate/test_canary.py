@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 
 from istiod_lite.translate import MeshSnapshot, translate
+from istiod_lite.translate.process_view import to_process_view
 from istiod_lite.translate.view import from_json
 from tests.unit.istiod_lite.translate.helpers import load, pod
 from waypoint import model
+from waypoint.view import view_from_json, view_to_json
 
 # Verbatim from `issues show 2` (no namespace: applied with -n prod, as an Istio user would).
 CANARY_VS = """\
@@ -161,3 +163,12 @@ def test_rollback_to_100_0_leaves_v2_without_traffic() -> None:
     assert table is not None and isinstance(table.routes[0].action, model.WeightedDestinations)
     weights = {d.cluster.subset: d.weight for d in table.routes[0].action.destinations}
     assert weights == {"v1": 100, "v2": 0}
+
+
+def test_canary_view_loads_in_the_waypoint_process_and_binds_the_vip() -> None:
+    snapshot = _snapshot()
+    loaded = view_from_json(json.loads(json.dumps(view_to_json(to_process_view(snapshot.waypoints["prod/waypoint"])))))
+    (vip,) = snapshot.services[f"prod/{HOST}"].vips
+    binding = loaded.service_for(vip.address, 8080)
+    assert binding is not None and (binding.hostname, binding.app_protocol) == (HOST, "http")
+    assert {c.key.subset for c in loaded.clusters} == {"v1", "v2", ""}  # "": search-service's own default route
