@@ -172,6 +172,16 @@ def convert_rule(rule: security.Rule, action: security.Action, where: str, warni
     return Rule(clauses=tuple(c for c in clauses if c is not None))
 
 
+def unusable_rule(action: security.Action, where: str, problem: str, warnings: list[str]) -> Rule | None:
+    """A rule that cannot be translated fails closed: an ALLOW rule never matches (dropped), a DENY
+    rule matches everything (denies all traffic the policy applies to)."""
+    if action is security.Action.ALLOW:
+        warnings.append(f"{where}: {problem}; this ALLOW rule will never match (fail closed)")
+        return None
+    warnings.append(f"{where}: {problem}; this DENY rule now denies all traffic it applies to (fail closed)")
+    return Rule()
+
+
 def convert(policy: security.AuthorizationPolicy, inventory: Inventory, warnings: list[str]) -> Authorization | None:
     """The ztunnel form of ``policy``; None for waypoint-only (``targetRefs``) policies."""
     if has_target_refs(policy):
@@ -185,8 +195,7 @@ def convert(policy: security.AuthorizationPolicy, inventory: Inventory, warnings
         try:
             converted = convert_rule(rule, action, where, warnings)
         except ValueError as exc:  # a malformed ipBlock: the discovery types validate CIDRs
-            warnings.append(f"{where}: {exc}; the rule is dropped")
-            converted = None
+            converted = unusable_rule(action, where, str(exc), warnings)
         if converted is not None:
             rules.append(converted)
     return Authorization(

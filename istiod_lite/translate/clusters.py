@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from istiod_lite.translate.inputs import Inventory, PodInfo, labels_match, resolve_host
 from istiod_lite.translate.services import EndpointIndex
+from meshcore.errors import MeshError
 from schemas import core, networking
 from schemas.common import namespace_of
 from waypoint import model
@@ -79,6 +80,14 @@ def _consistent_hash(lb: networking.ConsistentHashLB) -> model.ConsistentHash:
 
 
 def cluster_policy(policy: networking.TrafficPolicy | None, where: str, warnings: list[str]) -> ClusterPolicy:
+    try:
+        return _cluster_policy(policy, where, warnings)
+    except MeshError as exc:
+        warnings.append(f"{where}: {exc.message}; Istio's default cluster policy is used instead")
+        return DEFAULT_POLICY
+
+
+def _cluster_policy(policy: networking.TrafficPolicy | None, where: str, warnings: list[str]) -> ClusterPolicy:
     if policy is None:
         return DEFAULT_POLICY
     lb = DEFAULT_POLICY.lb

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from istiod_lite.translate.authorization import has_target_refs
+from istiod_lite.translate.authorization import has_target_refs, unusable_rule
 from istiod_lite.translate.inputs import WAYPOINT_CLASS, Inventory, service_hostname
 from istiod_lite.translate.waypoints import Waypoint
+from meshcore.errors import MeshError
 from schemas import security
 from schemas.common import namespace_of
 from waypoint import authz
@@ -142,9 +143,12 @@ def convert(
     namespace, name = namespace_of(policy.metadata), policy.metadata.name
     rules = []
     for index, rule in enumerate(policy.spec.rules):
-        converted = convert_rule(
-            rule, policy.spec.action, f"AuthorizationPolicy {namespace}/{name} rules[{index}]", warnings
-        )
+        where = f"AuthorizationPolicy {namespace}/{name} rules[{index}]"
+        try:
+            converted = convert_rule(rule, policy.spec.action, where, warnings)
+        except MeshError as exc:  # e.g. a malformed ipBlock, a condition without values
+            l4 = unusable_rule(policy.spec.action, where, exc.message, warnings)
+            converted = None if l4 is None else authz.Rule()
         if converted is not None:
             rules.append(converted)
     return authz.L7Policy(

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from istiod_lite.translate.inputs import Inventory, resolve_host
+from meshcore.errors import MeshError
 from schemas import core, gateway, networking
 from schemas.common import namespace_of
 from waypoint import model
@@ -259,8 +260,17 @@ def virtual_service_routes(
             f"VirtualService {namespace_of(vs.metadata)}/{vs.metadata.name}: tcp routes are not applied "
             "by the waypoint (HTTP routes only)"
         )
-    routes = (_vs_route(vs, i, http, port, services, inventory, warnings) for i, http in enumerate(vs.spec.http))
-    return tuple(r for r in routes if r is not None)
+    out = []
+    for index, http in enumerate(vs.spec.http):
+        try:
+            converted = _vs_route(vs, index, http, port, services, inventory, warnings)
+        except MeshError as exc:  # e.g. a redirect code the waypoint does not send
+            where = f"VirtualService {namespace_of(vs.metadata)}/{vs.metadata.name} http[{index}]"
+            warnings.append(f"{where}: {exc.message}; the route is left out")
+            continue
+        if converted is not None:
+            out.append(converted)
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------------- HTTPRoute
@@ -419,7 +429,12 @@ def http_route_routes(
         for index, rule in enumerate(route.spec.rules):
             matches = rule.matches or (gateway.HTTPRouteMatch(),)
             for m_index, match in enumerate(matches):
-                converted = _rule_route(route, index, rule, (match,), port, inventory, warnings)
+                try:
+                    converted = _rule_route(route, index, rule, (match,), port, inventory, warnings)
+                except MeshError as exc:  # e.g. a regular expression Python cannot compile
+                    where = f"HTTPRoute {namespace_of(route.metadata)}/{route.metadata.name} rules[{index}]"
+                    warnings.append(f"{where}: {exc.message}; the rule is left out")
+                    continue
                 entries.append(((*_precedence(match), order, index, m_index), converted))
     entries.sort(key=lambda entry: entry[0])
     return tuple(route for _, route in entries)

@@ -182,3 +182,14 @@ def test_principal_strings_become_istio_string_matches(value: str, match: String
     )
     policy = _translate(_policy("p", "prod", spec)).authorizations["prod/p"]
     assert policy.rules[0].clauses[0].matches[0].principals == (match,)
+
+
+@pytest.mark.parametrize(("action", "allowed"), [("ALLOW", False), ("DENY", False)])
+def test_a_rule_that_cannot_be_translated_fails_closed(action: str, allowed: bool) -> None:
+    spec = (
+        f"  selector: {{matchLabels: {{app: api}}}}\n  action: {action}\n"
+        "  rules: [{from: [{source: {ipBlocks: [not-an-address]}}]}]\n"
+    )
+    snapshot = _translate(_policy("p", "prod", spec))
+    assert ztunnel_decides(snapshot, UID, port=80, source_identity=FOO) is allowed
+    assert any("not-an-address" in w and "fail closed" in w for w in snapshot.warnings)

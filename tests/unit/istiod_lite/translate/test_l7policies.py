@@ -109,3 +109,10 @@ def test_unsupported_when_keys_fail_closed(action: str, allowed: bool) -> None:
     snapshot = _translate(_policy(SERVICE, rules, action))
     assert _allowed(snapshot, API) is allowed
     assert any("request.auth.claims[iss]" in w for w in snapshot.warnings)
+
+
+def test_a_waypoint_rule_that_cannot_be_translated_fails_closed() -> None:
+    rules = "[{from: [{source: {ipBlocks: [not-an-address]}}]}]"
+    snapshot = _translate(_policy(SERVICE, rules, "DENY"))
+    assert not _allowed(snapshot, API)
+    assert any("not-an-address" in w and "fail closed" in w for w in snapshot.warnings)

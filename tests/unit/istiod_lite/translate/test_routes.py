@@ -280,3 +280,16 @@ def test_http_route_parent_port_limits_the_route_to_that_port() -> None:
     on_90, on_80 = _route(snapshot, RATINGS, 90, "/health"), _route(snapshot, RATINGS, 80, "/health")
     assert isinstance(on_90, Forward) and on_90.route_name == "prod/reviews-split/1"
     assert isinstance(on_80, Forward) and on_80.route_name == "default"
+
+
+def test_a_route_the_waypoint_cannot_run_is_left_out_with_a_warning_and_the_rest_still_work() -> None:
+    broken_regex = "headers: [{type: RegularExpression, name: x, value: '('}]"
+    bad = GAMMA.replace("path: {type: Exact, value: /health}", broken_regex)
+    snapshot = _translate(bad)
+    assert any("HTTPRoute prod/reviews-split rules[1]" in w and "left out" in w for w in snapshot.warnings)
+    decision = _route(snapshot, REVIEWS, 9080, "/api/v2/items")
+    assert isinstance(decision, Forward) and decision.cluster == model.ClusterKey(hostname=RATINGS, port=90)
+    vs = BOOKINFO.replace("redirectCode: 308", "redirectCode: 300")  # valid for the schema, not a redirect
+    snapshot = _translate(vs)
+    assert any("http[1]" in w and "left out" in w for w in snapshot.warnings)
+    assert isinstance(_route(snapshot, REVIEWS, 9080, "/old"), Forward)  # falls through to "rest"
