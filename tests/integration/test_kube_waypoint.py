@@ -3,7 +3,7 @@ and Service (owned by the Gateway) and Accepted/Programmed status; other Gateway
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def gateway(name: str, gateway_class: str) -> dict[str, Any]:
     }
 
 
-async def programmed(store: KubernetesStore, name: str) -> dict[str, Any]:
+async def programmed(store: KubernetesStore, name: str) -> Mapping[str, Any]:
     with trio.fail_after(10):
         revision = store.revision
         while True:

@@ -56,7 +56,7 @@ def _gone(message: str) -> dict[str, Any]:
     }
 
 
-class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+class Emulator(kmock.KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.counter = itertools.count(100)
@@ -87,12 +87,14 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         return await super()._handle(request)
 
     async def _serve_list(self, request: rendering.Request) -> dict[str, Any]:
-        listing: dict[str, Any] = await super()._serve_list(request)
+        listing = await super()._serve_list(request)
+        assert isinstance(listing, dict)  # kmock's emulator lists are dicts
         listing["metadata"] = {"resourceVersion": str(self.current)}
         return listing
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
         yield b""
+        assert request.resource is not None  # kmock routes only resource URLs here
         since = int(request.params.get("resourceVersion") or 0)
         if since and since < self.compacted:
             yield _gone(f"too old resource version: {since} ({self.compacted})")
