@@ -10,6 +10,7 @@ IPs. Everything asserted is what a user sees: bytes and hashes, proxy replies, `
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,8 @@ async def run_curl(*args: str) -> tuple[int, str, str]:
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
+@pytest.mark.interop
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 async def test_real_curl_reaches_a_service_by_hostname(mesh: Mesh) -> None:
     proxy_host, proxy_port = mesh.proxy("client")
     url = f"http://{mesh.web_host}/"
