@@ -147,6 +147,27 @@ def test_exec_curl_reaches_the_service_by_name_through_the_mesh(mesh: tuple[Comp
     assert f"http_proxy=http://{client['ip']}:15080" in env
     assert f"HTTP_PROXY=http://{client['ip']}:15080" in env
 
+    logs = meshctl("logs", "-n", "prod", "search", "--state-dir", str(state))
+    assert logs.returncode == 0, logs.stderr
+    assert '"GET / HTTP/1.1" 200' in logs.stdout  # http.server's access log, in one of the two pods
+    assert {line.split("]")[0] for line in logs.stdout.splitlines()} <= {"[search-0", "[search-1"}
+
+
+@pytest.mark.slow
+def test_a_crashed_pod_is_restarted_and_reported(mesh: tuple[Component, Path]) -> None:
+    up, state = mesh
+    before = next(p for p in status(state)["pods"] if p["name"] == "search-0")
+    os.kill(before["pid"], signal.SIGKILL)
+
+    def restarted() -> bool:
+        pod = next(p for p in status(state)["pods"] if p["name"] == "search-0")
+        return bool(pod["restarts"] == 1 and pod["ready"] and pod["pid"] not in (None, before["pid"]))
+
+    wait_until(restarted, 30, "search-0 to be restarted")
+    up.wait_for_line(lambda line: "pod-prod-search-0 exited with" in line and "restarting in" in line, timeout=5)
+    after = next(p for p in status(state)["pods"] if p["name"] == "search-0")
+    assert after["ip"] == before["ip"]  # same pod, same address
+
 
 @pytest.mark.slow
 def test_status_json_names_pods_and_proxies(mesh: tuple[Component, Path]) -> None:
