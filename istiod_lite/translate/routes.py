@@ -105,7 +105,7 @@ def retry_policy(retries: networking.HTTPRetry | None, where: str, warnings: lis
 # --------------------------------------------------------------------------------- VirtualService
 
 
-def _host_covers(pattern: str, hostname: str) -> bool:
+def host_covers(pattern: str, hostname: str) -> bool:
     if pattern == "*":
         return True
     if pattern.startswith("*."):
@@ -122,7 +122,7 @@ def virtual_service_for(
             continue
         namespace = namespace_of(vs.metadata)
         hosts = [resolve_host(h, namespace, inventory.cluster_domain) for h in vs.spec.hosts]
-        if any(_host_covers(h, service.hostname) for h in hosts):
+        if any(host_covers(h, service.hostname) for h in hosts):
             bound.append(vs)
     if len(bound) > 1:
         ignored = ", ".join(f"{namespace_of(v.metadata)}/{v.metadata.name}" for v in bound[1:])

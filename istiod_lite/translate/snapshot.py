@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from istiod_lite.translate import authorization, clusters, l7policies, peerauth, routes, services, view
+from istiod_lite.translate.attachment import unattached_warnings
 from istiod_lite.translate.inputs import (
     DEFAULT_CLUSTER_DOMAIN,
     GATEWAY_NAME,
@@ -159,6 +160,9 @@ def translate(
         index=index,
     )
     views = {key: _waypoint_view(context, waypoint, warnings) for key, waypoint in waypoints.items()}
+    served = {inventory.hostname(s) for s in all_services
+              if f"{namespace_of(s.metadata)}/{s.metadata.name}" in service_waypoints}
+    warnings += unattached_warnings(inventory, {inventory.hostname(s) for s in all_services}, served)
     return MeshSnapshot(
         workloads=workloads,
         services=pushed_services,

@@ -172,3 +172,14 @@ def test_canary_view_loads_in_the_waypoint_process_and_binds_the_vip() -> None:
     binding = loaded.service_for(vip.address, 8080)
     assert binding is not None and (binding.hostname, binding.app_protocol) == (HOST, "http")
     assert {c.key.subset for c in loaded.clusters} == {"v1", "v2", ""}  # "": search-service's own default route
+
+
+def test_without_a_waypoint_the_canary_rule_has_no_effect_and_translation_says_so() -> None:
+    no_waypoint = MESH.replace("    istio.io/use-waypoint: waypoint\n", "")
+    snapshot = translate([*load(no_waypoint), *load(CANARY_VS, namespace="prod")], PODS)
+    assert snapshot.services[f"prod/{HOST}"].waypoint is None
+    assert any(
+        "VirtualService prod/search-service" in w and "no waypoint serves" in w and "istio.io/use-waypoint" in w
+        for w in snapshot.warnings
+    )
+    assert not [w for w in _snapshot().warnings if "no waypoint serves" in w]
