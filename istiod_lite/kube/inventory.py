@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from istiod_lite.stores.base import ResourceKey, StoredResource
+from istiod_lite.translate import translate_to_push
 from istiod_lite.translate.inputs import PodInfo
+from meshcore.push.protocol import JSON
 
 
 def _deployment(metadata: Mapping[str, Any], labels: Mapping[str, str]) -> str:
@@ -46,3 +49,26 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo:
         deployment=_deployment(metadata, labels),
         container_ports=ports,
     )
+
+
+def translation_inputs(resources: Mapping[ResourceKey, StoredResource]) -> tuple[list[Any], list[PodInfo]]:
+    """The Kubernetes store's content split the way translation takes it: typed resources and the pods.
+
+    EndpointSlices stay out: translation derives endpoints from pods and Service selectors, as the local
+    runner's inventory does, so both paths produce the same workloads.
+    """
+    typed: list[Any] = []
+    pods: list[PodInfo] = []
+    for key in sorted(resources):
+        obj = resources[key].obj
+        if isinstance(obj, PodInfo):
+            pods.append(obj)
+        elif key.kind != "EndpointSlice":
+            typed.append(obj)
+    return typed, pods
+
+
+def translate_cluster(resources: Mapping[ResourceKey, StoredResource]) -> dict[str, dict[str, JSON]]:
+    """The push state for a cluster: the same translation as the local stores, with the real pod inventory."""
+    typed, pods = translation_inputs(resources)
+    return translate_to_push(typed, pods)
