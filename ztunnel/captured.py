@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 import trio
@@ -31,6 +31,7 @@ from schemas.discovery import Workload
 from ztunnel.accept import serve_until_drained
 from ztunnel.drain import Drain
 from ztunnel.explicit_proxy_protocol import Outcome
+from ztunnel.inbound import AppConnector
 from ztunnel.inbound_decision import decide_inbound_plaintext
 from ztunnel.outbound import Outbound
 from ztunnel.state import ProxyState
@@ -41,7 +42,6 @@ log = structlog.get_logger("ztunnel.captured")
 APP_CONNECT_TIMEOUT = 10.0
 
 OriginalDestination = Callable[[trio.SocketStream], tuple[str, int]]
-AppConnector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
 
 def socket_original_destination(stream: trio.SocketStream) -> tuple[str, int]:

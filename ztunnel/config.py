@@ -79,8 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     ports.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT)
     ports.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT)
     ports.add_argument("--ready-port", type=int, default=DEFAULT_READY_PORT)
-    ports.add_argument("--hbone-port", type=int, default=DEFAULT_HBONE_PORT)
-    ports.add_argument("--explicit-proxy-port", type=int, default=DEFAULT_EXPLICIT_PROXY_PORT)
+    ports.add_argument("--hbone-port", type=int, default=DEFAULT_HBONE_PORT,
+                       help="per-pod HBONE port; peers always dial 15008, so change it only in isolated tests")
+    ports.add_argument("--explicit-proxy-port", type=int, default=DEFAULT_EXPLICIT_PROXY_PORT,
+                       help="per-pod SOCKS5/HTTP proxy port (the pod's http_proxy/ALL_PROXY point here)")
     parser.add_argument("--drain-seconds", type=float, default=DEFAULT_DRAIN_SECONDS,
                         help="how long open connections may finish after /quitquitquit or SIGTERM")
     parser.add_argument("--log-level", default="info")

@@ -13,7 +13,7 @@ the workload owning that address is the peer that proved its identity).
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 import trio
@@ -30,6 +30,9 @@ from ztunnel.state import ProxyState
 from ztunnel.telemetry import ConnectionFacts, ConnectionTelemetry, copy_reporting
 
 log = structlog.get_logger("ztunnel.inbound")
+
+#: How the app is dialled; netns mode passes one that connects from inside the pod's namespace.
+AppConnector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
 APP_CONNECT_TIMEOUT = 10.0
 
@@ -50,6 +53,7 @@ class InboundListener:
         verify_client: VerifyPeer,
         app_bind_address: str | None = None,
         listeners: Sequence[trio.SocketListener] = (),
+        connect_app: AppConnector | None = None,
     ) -> None:
         self.workload = workload
         self._listeners = list(listeners)
@@ -59,6 +63,7 @@ class InboundListener:
         self._telemetry = telemetry
         self._drain = drain
         self._app_bind_address = app_bind_address
+        self._connect_app = connect_app or self._connect_from_node
         self.address: tuple[str, int] | None = None
         self.server = HboneServer(ssl_context, verify_client, self.handle, serves=self._serves)
 
@@ -78,6 +83,9 @@ class InboundListener:
             on_drained=self.server.drain,  # GOAWAY: peers' pools stop opening tunnels here, open ones finish
             task_status=task_status,
         )
+
+    async def _connect_from_node(self, host: str, port: int) -> trio.abc.Stream:
+        return await trio.open_tcp_stream(host, port, local_address=self._app_bind_address)
 
     def _listen_name(self) -> str:
         host, port = self.address or (self._host, self._port)
@@ -122,7 +130,7 @@ class InboundListener:
         app_ip = str(request.target_ip)
         try:
             with trio.fail_after(APP_CONNECT_TIMEOUT):
-                app = await trio.open_tcp_stream(app_ip, request.target_port, local_address=self._app_bind_address)
+                app = await self._connect_app(app_ip, request.target_port)
         except (OSError, trio.TooSlowError) as exc:
             error = f"connect to the app at {request.authority} failed: {exc or 'timed out'}"
             tracked = self._telemetry.track(facts, "CONNECT")
