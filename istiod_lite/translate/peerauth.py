@@ -9,7 +9,7 @@ principal" (``not_principals: [presence]``). ``portLevelMtls`` refines that per 
 * STRICT with PERMISSIVE ports → DENY when no principal AND the port is not one of them;
 * PERMISSIVE with STRICT ports → DENY when no principal AND the port is one of them.
 
-A plain STRICT workload references one shared policy (``<root>/istio_converged_static_strict``); a
+A plain STRICT workload references one shared policy (``<root>/istio_converted_static_strict``); a
 workload with port exceptions references ``<ns>/converted_peer_authentication_<policy name>``.
 ``DISABLE`` cannot switch ambient mTLS off; it enforces nothing, like PERMISSIVE.
 """
@@ -25,7 +25,7 @@ from schemas import security
 from schemas.common import namespace_of
 from schemas.discovery import Action, Authorization, Clause, Match, Rule, Scope, StringMatch
 
-STATIC_STRICT = "istio_converged_static_strict"
+STATIC_STRICT = "istio_converted_static_strict"
 CONVERTED_PREFIX = "converted_peer_authentication_"
 Mode = security.MTLSMode
 

@@ -58,7 +58,7 @@ def test_strict_becomes_the_shared_static_deny_policy() -> None:
     snapshot = translate(load(NS_STRICT), [pod("api-0", labels={"app": "api"})])
     (key,) = snapshot.workloads[UID].authorization_policies
     policy = snapshot.authorizations[key]
-    assert key == "istio-system/istio_converged_static_strict"
+    assert key == "istio-system/istio_converted_static_strict"
     assert (policy.scope, policy.action) == (Scope.WORKLOAD_SELECTOR, Action.DENY)
     assert policy.rules[0].clauses[0].matches[0].not_principals[0].presence
 
