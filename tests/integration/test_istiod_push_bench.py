@@ -33,4 +33,5 @@ def test_the_command_line_prints_a_json_report(capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     report = json.loads(out)
     assert (report["workloads"], report["services"], report["clients"]) == (4, 2, 1)
+    assert report["translate_seconds"] > 0
     assert [p["name"] for p in report["phases"]] == ["full push", "one-service delta"]
