@@ -9,6 +9,8 @@ principal" (``not_principals: [presence]``). ``portLevelMtls`` refines that per 
 * STRICT with PERMISSIVE ports → DENY when no principal AND the port is not one of them;
 * PERMISSIVE with STRICT ports → DENY when no principal AND the port is one of them.
 
+As in Istio, selector policies in the root namespace are not workload policies (they are ignored).
+
 A plain STRICT workload references one shared policy (``<root>/istio_converted_static_strict``); a
 workload with port exceptions references ``<ns>/converted_peer_authentication_<policy name>``.
 ``DISABLE`` cannot switch ambient mTLS off; it enforces nothing, like PERMISSIVE.
@@ -57,7 +59,7 @@ def _selecting(inventory: Inventory, pod: PodInfo) -> security.PeerAuthenticatio
         selector = policy.spec.selector
         if (
             selector is not None
-            and namespace_of(policy.metadata) == pod.namespace
+            and namespace_of(policy.metadata) == pod.namespace != inventory.root_namespace
             and labels_match(selector.match_labels, pod.labels)
         ):
             return policy

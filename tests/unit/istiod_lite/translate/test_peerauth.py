@@ -89,3 +89,9 @@ def test_a_selector_peer_authentication_applies_to_the_selected_workloads_only()
     snapshot = translate(load(docs), pods)
     assert not ztunnel_decides(snapshot, UID, port=80)
     assert ztunnel_decides(snapshot, "Kubernetes//Pod/prod/web-0", port=80)
+
+
+def test_selector_policies_in_the_root_namespace_are_not_workload_policies() -> None:
+    docs = _pa("api", "istio-system", "STRICT", selector=True)
+    snapshot = translate(load(docs), [pod("api-0", "istio-system", labels={"app": "api"})])
+    assert ztunnel_decides(snapshot, "Kubernetes//Pod/istio-system/api-0", port=80)
