@@ -27,7 +27,7 @@ import yaml
 
 from istiod_lite.stores.applied import ApplyReport, DeleteReport
 from istiod_lite.stores.base import ResourceKey, StoredResource, StoreError
-from istiod_lite.stores.manifests import default_parser
+from istiod_lite.stores.manifests import default_parser, with_namespace
 from meshcore.admin.endpoints import mount_standard
 from meshcore.admin.http import AdminServer
 from meshcore.admin.messages import BadRequest, Request, Response
@@ -71,6 +71,14 @@ def _text_body(request: Request) -> str:
     return text
 
 
+def _with_default_namespace(text: str, namespace: str) -> str:
+    """The YAML text with ``namespace`` filled in where a document names none; document numbers kept
+    (an empty document stays one), so errors still point at the user's document."""
+    documents = list(yaml.safe_load_all(text))
+    filled = [with_namespace(d, namespace) if isinstance(d, dict) else d for d in documents]
+    return yaml.safe_dump_all(filled, sort_keys=False)
+
+
 def _namespace(request: Request) -> str | None:
     namespace = request.query_one("namespace")
     return namespace or None
@@ -100,6 +108,9 @@ class AdminApi:
         text = _text_body(request)
         source = request.header("x-mesh-source") or "apply"
         checked = self._parse(text, source)
+        namespace = _namespace(request)
+        if checked.ok and namespace:  # -n can make two documents one resource: check what is stored
+            checked = self._parse(_with_default_namespace(text, namespace), source)
         if not checked.ok:
             _log.info("apply rejected", source=source, errors=len(checked.errors))
             return self._rejected(list(checked.errors), list(checked.warnings))

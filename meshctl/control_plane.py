@@ -48,6 +48,10 @@ class AdminCallFailed(MeshError):
         self.errors = errors
 
 
+class AdminRefused(MeshError):
+    """istiod_lite refused a request with one message (its own hint is already in the text)."""
+
+
 @attrs.frozen
 class AdminTarget:
     host: str
@@ -134,18 +138,19 @@ class ControlPlaneClient:
 
     @staticmethod
     def _decode(response: ClientResponse, what: str) -> Any:
-        if response.status >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"error": response.text().strip()}
-            errors = body.get("errors") or [body.get("error", response.text().strip())]
+        if response.status < 400:
+            return response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("errors"), list):  # validation: every problem
             raise AdminCallFailed(
-                f"{what} failed: {body.get('error', f'HTTP {response.status}')}",
-                [str(e) for e in errors],
+                f"{what} refused: {body.get('error', f'HTTP {response.status}')}",
+                [str(e) for e in body["errors"]],
                 advice="fix the problems listed; nothing was changed",
             )
-        return response.json()
+        raise AdminRefused(f"{what} failed: {response.text().strip() or f'HTTP {response.status}'}")
 
     async def apply(self, text: str, *, namespace: str | None = None, source: str = "apply") -> Any:
         response = await self._call(

@@ -155,3 +155,24 @@ def _row(proxy: str, type_name: str, state: str, error: str | None = None) -> di
 )
 def test_proxy_status_table(rows: list[dict[str, str | None]], expected: list[str]) -> None:
     assert render({"proxies": rows}).splitlines() == expected
+
+
+async def test_a_refused_request_shows_istiods_message_once(state_dir: Path) -> None:
+    result = await _invoke("get", "gizmo", "--state-dir", str(state_dir))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("meshctl: get failed: unknown resource kind 'gizmo'")
+    assert result.stderr.count("unknown resource kind") == 1 and "VirtualService" in result.stderr
+
+
+async def test_a_refusal_by_istiod_lists_every_error_and_says_nothing_changed(state_dir: Path, tmp_path: Path) -> None:
+    both = tmp_path / "both.yaml"  # valid on its own; -n makes the two documents the same resource
+    both.write_text(CART + "---\n" + CART.replace("name: cart}", "name: cart, namespace: shop}"))
+    result = await _invoke("apply", "-f", str(both), "-n", "shop", "--state-dir", str(state_dir))
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        f"error: {both}: document 2 (Service shop/cart): metadata.name: "
+        "Service shop/cart is defined more than once; later definitions are rejected"
+    )
+    assert lines[-1].startswith("meshctl: apply refused: 1 error(s); nothing was applied")
+    assert "nothing was changed" in lines[-1]
