@@ -22,7 +22,7 @@ from meshcore.hbone.connect import ConnectRequest, ConnectStatus, IPAddress
 from meshcore.hbone.copy import CopyStats
 from meshcore.hbone.server import HboneServer, Respond, VerifyPeer
 from meshcore.ready import format_address
-from schemas.discovery import Workload
+from schemas.discovery import Service, Workload, resource_key
 from ztunnel.accept import bound_address, serve_until_drained
 from ztunnel.drain import Drain
 from ztunnel.inbound_decision import baggage_for, decide_inbound, forwarded_ip, source_ip
@@ -102,6 +102,7 @@ class InboundListener:
         src_ip = source_ip(request, owner)
         source = owner if owner is not None and src_ip == claimed else None
         port = request.forwarded_for[1] if request.forwarded_for is not None and source is not None else None
+        service = self._addressed_service(request, target)
         facts = ConnectionFacts(
             direction="inbound",
             src_addr=format_address(src_ip, port) if port else (request.peer_address or src_ip),
@@ -110,6 +111,7 @@ class InboundListener:
             source_identity=request.peer_identity or None,
             destination=target,
             destination_identity=target.identity if target is not None else None,
+            service=service,
             hbone_addr=self._listen_name(),
             mutual_tls=True,
         )
@@ -123,6 +125,13 @@ class InboundListener:
         assert target is not None
         with self._drain.connection():
             await self._serve_allowed(request, respond, target, facts)
+
+    def _addressed_service(self, request: ConnectRequest, target: Workload | None) -> Service | None:
+        """The service the client addressed, from ``forwarded: host=`` — if ``target`` really backs it."""
+        if request.forwarded_host is None or target is None:
+            return None
+        service = self._state.service_by_hostname(request.forwarded_host.rstrip(".") + ".")
+        return service if service is not None and resource_key(service) in target.services else None
 
     async def _serve_allowed(
         self, request: ConnectRequest, respond: Respond, target: Workload, facts: ConnectionFacts

@@ -238,7 +238,8 @@ async def test_64_mib_each_way_arrives_intact_and_destination_sees_source_identi
     assert inbound[-1]["src.addr"].startswith(mesh.ip("client") + ":")
     assert inbound[-1]["src.workload"] == "client/client" and inbound[-1]["dst.workload"] == "server/web"
     assert series(await metrics(mesh.b), "istio_tcp_connections_opened_total", reporter="destination",
-                  source_workload="client", source_workload_namespace="client") == 1
+                  source_workload="client", source_workload_namespace="client",
+                  destination_service="web.server.svc.cluster.local") == 1  # from `forwarded: host=`
 
 
 async def test_deny_policy_answers_401_and_closes_the_client(mesh: Mesh) -> None:
