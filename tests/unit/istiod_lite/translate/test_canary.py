@@ -12,6 +12,7 @@ from istiod_lite.translate.view import from_json
 from tests.unit.istiod_lite.translate.helpers import load, pod
 from waypoint import model
 from waypoint.view import view_from_json, view_to_json
+from ztunnel.state import DestinationKind, ProxyState
 
 # Verbatim from `issues show 2` (no namespace: applied with -n prod, as an Istio user would).
 CANARY_VS = """\
@@ -183,3 +184,21 @@ def test_without_a_waypoint_the_canary_rule_has_no_effect_and_translation_says_s
         for w in snapshot.warnings
     )
     assert not [w for w in _snapshot().warnings if "no waypoint serves" in w]
+
+
+def test_a_ztunnel_fed_the_canary_sends_clients_to_the_waypoint_and_the_waypoint_straight_on() -> None:
+    pushed = json.loads(json.dumps(_snapshot().to_push()))
+    state = ProxyState()
+    for type_name in ("workload", "service", "authorization"):
+        state.apply(type_name, list(pushed[type_name].values()), replace=True)
+    (vip,) = (v["address"] for v in pushed["service"][f"prod/{HOST}"]["vips"])
+    client = state.workload("Kubernetes//Pod/prod/client-0")
+    to_api = state.find_destination(vip, 8080, client)
+    assert (to_api.kind, to_api.address, to_api.port) == (DestinationKind.WAYPOINT, "10.0.9.1", 15008)
+    assert to_api.authority == f"{vip}:8080"
+    assert to_api.expected_identities == ("spiffe://cluster.local/ns/prod/sa/waypoint",)
+    waypoint = state.workload("Kubernetes//Pod/prod/waypoint-0")
+    (target_vip,) = (v["address"] for v in pushed["service"][f"prod/{TARGET}"]["vips"])
+    onward = state.find_destination(target_vip, 8080, waypoint)
+    assert onward.kind is DestinationKind.DIRECT and onward.address.startswith("10.0.")
+    assert onward.address != "10.0.9.1" and onward.authority in (f"{onward.address}:9001", f"{onward.address}:9002")
