@@ -4,6 +4,7 @@ own router (``waypoint.router.route``) over the translated tables."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -293,3 +294,52 @@ def test_a_route_the_waypoint_cannot_run_is_left_out_with_a_warning_and_the_rest
     snapshot = _translate(vs)
     assert any("http[1]" in w and "left out" in w for w in snapshot.warnings)
     assert isinstance(_route(snapshot, REVIEWS, 9080, "/old"), Forward)  # falls through to "rest"
+
+
+FILTERS = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: filters, namespace: prod}
+spec:
+  parentRefs: [{group: "", kind: Service, name: ratings, port: 80}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /moved}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: {scheme: https, hostname: new.example.com, statusCode: 301,
+                            path: {type: ReplaceFullPath, replaceFullPath: /landing}}
+    - matches: [{path: {type: PathPrefix, value: /full}}]
+      filters:
+        - type: URLRewrite
+          urlRewrite: {hostname: internal, path: {type: ReplaceFullPath, replaceFullPath: /x}}
+      backendRefs: [{name: ratings, port: 80}]
+    - filters:
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {add: [{name: x-served, value: waypoint}], remove: [server]}
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: reviews, port: 9080}}
+      backendRefs: [{name: ratings, port: 80}]
+      timeouts: {request: 3s, backendRequest: 1s}
+    - matches: [{headers: [{name: x-none, value: "1"}]}]
+      backendRefs: [{name: ratings, port: 80, weight: 0}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "check"),
+    [
+        ("/moved/a?q=1", (), lambda d: isinstance(d, LocalReply) and d.status == 301
+         and ("location", "https://new.example.com/landing?q=1") in d.headers),
+        ("/full/deep?q=1", (), lambda d: isinstance(d, Forward) and (d.path, d.authority) == ("/x?q=1", "internal")),
+        ("/other", (), lambda d: isinstance(d, Forward) and d.timeout == 3.0 and d.retry is not None
+         and d.retry.per_try_timeout == 1.0
+         and d.mirrors[0].cluster == model.ClusterKey(hostname=REVIEWS, port=9080)
+         and d.response_header_ops[-1].add == (("x-served", "waypoint"),)),
+        ("/other", ((b"x-none", b"1"),), lambda d: isinstance(d, LocalReply) and d.status == 500),
+    ],
+)
+def test_http_route_filters_translate_with_gateway_api_semantics(
+    path: str, headers: tuple[tuple[bytes, bytes], ...], check: Callable[[Forward | LocalReply], bool]
+) -> None:
+    decision = _route(_translate(FILTERS), RATINGS, 80, path, headers=headers)
+    assert check(decision), decision
