@@ -76,9 +76,14 @@ RESOURCES: Mapping[str, ApiResource] = {**_BUILTIN, **_custom()}
 
 
 class KubeApiError(MeshError):
-    """The API server refused or failed a call."""
+    """The API server refused or failed a call; ``status`` is the HTTP status when there was one."""
 
     hint = "{reason}"
+
+    @property
+    def status(self) -> int | None:
+        code = self.context.get("status")
+        return code if isinstance(code, int) else None
 
 
 class UndeclaredApiCall(MeshError):
@@ -279,10 +284,11 @@ def _status_error(what: str, code: int, message: str) -> Exception:
     if code == 410:
         return WatchExpired(message)
     reason = _REASONS.get(code, "see the API server's message")
-    return KubeApiError(f"{what}: HTTP {code}: {message[:300]}", reason=reason)
+    return KubeApiError(f"{what}: HTTP {code}: {message[:300]}", reason=reason, status=code)
 
 
 _REASONS = {
+    409: "the object already exists (create) or changed meanwhile (update)",
     401: "the credentials were refused; check the service account token or kubeconfig user",
     403: "RBAC forbids it; compare the ClusterRole in deploy/ with istiod_lite/kube/rbac_usage.py",
 }
@@ -309,7 +315,7 @@ def _api_error(what: str, exc: httpx2.HTTPError) -> KubeApiError:
         code = _status_code(exc)
         message = exc.status.message if isinstance(exc, ApiError) else exc.response.text[:300]
         reason = _REASONS.get(code or 0, "see the API server's message")
-        return KubeApiError(f"{what}: HTTP {code}: {message}", reason=reason)
+        return KubeApiError(f"{what}: HTTP {code}: {message}", reason=reason, status=code)
     return KubeApiError(
         f"{what}: {type(exc).__name__}: {exc}",
         reason="is the API server reachable from here? check the kubeconfig server URL and the network",

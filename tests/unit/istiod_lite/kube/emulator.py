@@ -10,7 +10,7 @@ own process, so the code under test runs under trio unchanged). Added on top of 
   events, forgets history up to now, and breaks every open watch with ``ERROR 410 Gone`` — so a client
   only learns about those changes if it re-lists;
 * Namespaces (kmock's URL parser reads ``/api/v1/namespaces`` as a namespace prefix), served from a
-  dict with their own watch streams;
+  dict with their own watch streams and JSON merge patches;
 * TokenReview answered from the tokens file: ``{token: {"username", "uid", "audiences", "extra"}}``.
 
 It is test scaffolding, not a Kubernetes: no admission, no RBAC, no garbage collection of owned objects.
@@ -54,6 +54,19 @@ def _gone(message: str) -> dict[str, Any]:
         "object": {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "code": 410,
                    "reason": "Expired", "message": message},
     }
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (``null`` removes a key), as the API server applies it."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result
 
 
 class Emulator(kmock.KubernetesEmulator):
@@ -160,6 +173,9 @@ class Emulator(kmock.KubernetesEmulator):
         name = path.split("/")[4] if path.count("/") == 4 else None
         if raw.method == "POST" and name is None:
             obj = await raw.json()
+            if obj["metadata"]["name"] in self.namespaces:
+                return aiohttp.web.json_response({"kind": "Status", "code": 409, "reason": "AlreadyExists",
+                                                  "message": "namespace exists"}, status=409)
             self._stamp(obj, create=True)
             self.namespaces[obj["metadata"]["name"]] = obj
             self._notify({"type": "ADDED", "object": obj})
@@ -168,6 +184,12 @@ class Emulator(kmock.KubernetesEmulator):
             if name in self.namespaces:
                 return aiohttp.web.json_response(self.namespaces[name])
             return aiohttp.web.json_response({"kind": "Status", "code": 404, "message": "not found"}, status=404)
+        if raw.method == "PATCH" and name is not None and name in self.namespaces:
+            obj = _merge_patch(self.namespaces[name], await raw.json())
+            self._stamp(obj, create=False)
+            self.namespaces[name] = obj
+            self._notify({"type": "MODIFIED", "object": obj})
+            return aiohttp.web.json_response(obj)
         if raw.method == "DELETE" and name is not None and name in self.namespaces:
             obj = self.namespaces.pop(name)
             self._notify({"type": "DELETED", "object": obj})
