@@ -462,6 +462,8 @@ def _make_converter() -> cattrs.Converter:
         converter.register_structure_hook(kind, _strict(kind))
     # StrEnum sits before str in the MRO, so this keeps the ``str`` hook above off the enums.
     converter.register_structure_hook(enum.StrEnum, _structure_enum)
+    # Plain strings out, so a body handed over in-process (no json.dumps in between) decodes again.
+    converter.register_unstructure_hook(enum.StrEnum, str)
     is_port_map = _is_port_map
     converter.register_structure_hook_func(is_port_map, _structure_port_map)
     converter.register_unstructure_hook_func(is_port_map, lambda ports: {str(k): v for k, v in ports.items()})

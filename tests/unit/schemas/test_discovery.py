@@ -354,3 +354,16 @@ def test_every_problem_in_one_body_is_reported() -> None:
 def test_decode_names_unknown_type() -> None:
     with pytest.raises(DiscoveryDecodeError, match="unknown resource type 'pod'"):
         decode("pod", {})
+
+
+def test_bodies_decode_in_process_without_a_json_round_trip() -> None:
+    """istiod_lite may hand ``to_json`` output straight to a ProxyState: enums must be plain strings."""
+    from schemas import discovery
+
+    workload = discovery.Workload(
+        uid="Kubernetes//Pod/prod/a", name="a", namespace="prod", addresses=("127.9.1.0",),
+        tunnel_protocol=discovery.TunnelProtocol.NONE,  # not the default, so it is in the body
+    )
+    body = discovery.to_json(workload)
+    assert type(body["tunnel_protocol"]) is str
+    assert discovery.from_json(discovery.Workload, body) == workload
