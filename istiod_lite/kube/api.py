@@ -13,6 +13,7 @@ sleeps with asyncio, so :meth:`KubeApi.watch` reads one stream and returns; call
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from pathlib import Path
@@ -184,7 +185,12 @@ class KubeApi:
             res=cls,
             namespace="*" if resource.namespaced else None,
             watch=True,
-            params={"resourceVersion": resource_version or None, "allowWatchBookmarks": "true"},
+            params={
+                "resourceVersion": resource_version or None,
+                "allowWatchBookmarks": "true",
+                # The server ends the stream after this; spread over 5-10 min as client-go does.
+                "timeoutSeconds": str(random.randint(300, 600)),
+            },
         )
         request.timeout = generic._watch_timeout
         what = f"watch {resource.plural}"

@@ -76,6 +76,10 @@ class KubernetesStore:
     async def wait_changed(self, since: int) -> int:
         return await self._revision.wait_changed(since)
 
+    def resource_version(self, kind: str) -> str:
+        """The version the next watch of ``kind`` resumes from (advanced by events and bookmarks)."""
+        return self._caches[kind].resource_version
+
     def objects(self, kind: str) -> Mapping[tuple[str, str], Mapping[str, Any]]:
         """The raw cached objects of one kind by (namespace, name): what the waypoint controller reads."""
         return dict(self._caches[kind].objects)

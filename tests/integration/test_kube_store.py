@@ -167,3 +167,36 @@ async def test_the_root_cert_configmap_is_created_then_only_updated_when_the_bun
     configmap = await admin.get(RESOURCES["ConfigMap"], "istio-ca-root-cert", "istio-system")
     assert configmap is not None and configmap["data"] == {"root-cert.pem": "ROOTS-2"}
     await api.aclose()
+
+
+async def _resume_after_watches_end(api_url: str, admin: KubeApi, *, bookmark: bool) -> KubernetesStore:
+    """Advance the version with Pods only, optionally send bookmarks, then end every watch (history forgotten)."""
+    api = connect(api_url, rbac_usage.STORE)
+    store = KubernetesStore(api)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        for index in range(3):
+            await admin.create(RESOURCES["Pod"], pod(f"web-{index}", "shop", "node-a", f"10.0.1.{index}"))
+        await wait_for(store, lambda r: ResourceKey("Pod", "shop", "web-2") in r, "the pods")
+        async with httpx2.AsyncClient(base_url=api_url) as raw:
+            if bookmark:  # each stream carries its bookmark before its end, so the order is fixed
+                assert (await raw.post("/emulator/bookmark")).status_code == 200
+            assert (await raw.post("/emulator/end-watches")).status_code == 200
+        await admin.create(RESOURCES["Service"], SERVICE)
+        await wait_for(store, lambda r: ResourceKey("Service", "prod", "search") in r, "a Service after the resume")
+        nursery.cancel_scope.cancel()
+    await api.aclose()
+    return store
+
+
+async def test_bookmarks_let_every_watch_resume_without_a_relist(api_url: str, admin: KubeApi) -> None:
+    store = await _resume_after_watches_end(api_url, admin, bookmark=True)
+    assert set(store.relists.values()) == {0}
+
+
+async def test_without_bookmarks_quiet_kinds_resume_from_a_forgotten_version_and_relist(
+    api_url: str, admin: KubeApi
+) -> None:
+    store = await _resume_after_watches_end(api_url, admin, bookmark=False)
+    assert store.relists["Service"] >= 1  # its last version predates the pods: 410, then a list
+    assert store.relists["Pod"] == 0  # the pod events carried the newest version

@@ -6,6 +6,9 @@ own process, so the code under test runs under trio unchanged). Added on top of 
 
 * ``metadata.uid``/``resourceVersion``/``creationTimestamp`` stamped on writes (kmock sets none), list
   responses carrying the current resourceVersion, and watches that start after the requested version;
+* ``POST /emulator/bookmark`` (a BOOKMARK with the current version on every watch) and
+  ``POST /emulator/end-watches`` (forget history up to now and end every watch normally, as a server
+  timeout does: a client resuming from an older version than the last it was told gets 410);
 * a ``compact`` control call (``POST /emulator/compact``): applies the given changes *without* watch
   events, forgets history up to now, and breaks every open watch with ``ERROR 410 Gone`` — so a client
   only learns about those changes if it re-lists;
@@ -46,6 +49,9 @@ RESOURCES = {
     "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True),
 }
 VERBS = {"list", "watch", "get", "create", "patch", "update", "delete"}
+
+
+_END: dict[str, Any] = {"type": "_END"}  # not sent: tells a watch stream to end normally (a server timeout)
 
 
 def _gone(message: str) -> dict[str, Any]:
@@ -123,9 +129,13 @@ class Emulator(kmock.KubernetesEmulator):
         for event in replay:
             yield event
         async for event in self._buses[request.resource]:
-            if event.get("type") == "ERROR":
-                yield event
+            if event is _END:
                 return
+            if event.get("type") in ("ERROR", "BOOKMARK"):
+                yield event
+                if event["type"] == "ERROR":
+                    return
+                continue
             namespace = event.get("object", {}).get("metadata", {}).get("namespace")
             if request.namespace is None or namespace == request.namespace:
                 yield event
@@ -136,12 +146,24 @@ class Emulator(kmock.KubernetesEmulator):
         path = raw.path.rstrip("/")
         if path == "/emulator/compact" and raw.method == "POST":
             return await self._compact(await raw.json())
+        if path == "/emulator/bookmark" and raw.method == "POST":
+            bookmark = {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": str(self.current)}}}
+            return await self._broadcast(bookmark)
+        if path == "/emulator/end-watches" and raw.method == "POST":
+            self.compacted = self.current  # history before now is gone: resuming from older versions gets 410
+            return await self._broadcast(_END)
         if path == "/apis/authentication.k8s.io/v1/tokenreviews" and raw.method == "POST":
             return self._review(await raw.json())
         if path == "/api/v1/namespaces" or (path.startswith("/api/v1/namespaces/") and path.count("/") == 4):
             return await self._namespaces(raw, path)
         response: aiohttp.web.StreamResponse = await super().__call__(raw)
         return response
+
+    async def _broadcast(self, event: dict[str, Any]) -> aiohttp.web.Response:
+        for path in RESOURCES:
+            await self._buses[kmock.resource(path)].put(event)
+        self._notify(event)
+        return aiohttp.web.json_response({"resourceVersion": self.current})
 
     async def _compact(self, body: dict[str, Any]) -> aiohttp.web.Response:
         async with self._lock:
@@ -210,6 +232,10 @@ class Emulator(kmock.KubernetesEmulator):
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(raw)
         since = int(raw.query.get("resourceVersion") or 0)
+        if since and since < self.compacted:
+            await response.write(json.dumps(_gone(f"too old resource version: {since}")).encode() + b"\n")
+            await response.write_eof()
+            return response
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.namespace_watchers.append(queue)
         try:
@@ -218,9 +244,13 @@ class Emulator(kmock.KubernetesEmulator):
                     await response.write(json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n")
             while True:
                 event = await queue.get()
+                if event is _END:
+                    break
                 await response.write(json.dumps(event).encode() + b"\n")
         finally:
             self.namespace_watchers.remove(queue)
+        await response.write_eof()
+        return response
 
 
 async def main(tokens: dict[str, Any]) -> None:
