@@ -11,7 +11,8 @@ Wiring, in the order data flows::
     AdminServer(--admin-port): admin_api routes, /metrics, /healthz/ready
 
 ``build`` is the translation seam (:data:`Translator`): typed user resources in, the pushed state out
-(type → key → JSON body). It runs on every store revision; the push server debounces what goes out.
+(type → key → JSON body). It runs once per settled burst of store changes (:class:`SettledStore`), and
+the push server debounces what goes out.
 What the proxies and the CSR service see is always the same snapshot: placement is updated from the
 workloads of each successful build, and a failed build changes neither.
 
@@ -44,6 +45,7 @@ from istiod_lite.placement import TranslatedPlacement
 from istiod_lite.pod_inventory import INVENTORY_FILE, Pod, PodInventoryFile
 from istiod_lite.push.feed import feed
 from istiod_lite.push.server import PushServer
+from istiod_lite.settled_store import SettledStore
 from istiod_lite.stores.applied import AppliedStore
 from istiod_lite.stores.base import ResourceKey, Store, StoredResource
 from istiod_lite.stores.directory import DirectoryStore
@@ -93,6 +95,9 @@ class IstiodOptions:
     nodes: tuple[str, ...] = ()
     poll_interval: float = 0.5
     debounce: float = 0.1
+    """Quiet period before a push goes out (the push server's debounce)."""
+    translate_debounce: float = 0.05
+    """Quiet period before re-translating after store changes (see :mod:`istiod_lite.settled_store`)."""
 
     @property
     def effective_admin_host(self) -> str:
@@ -339,7 +344,9 @@ class Istiod:
                     await nursery.start(self.directory.run)
                 await nursery.start(self.pods.run)
                 await nursery.start(self.push.run)
-                await nursery.start(feed, self.store, self.build, self.push)
+                await nursery.start(
+                    feed, SettledStore(self.store, quiet=options.translate_debounce), self.build, self.push
+                )
                 for type_name in self.snapshot or {}:
                     await self.push.wait_published(type_name)
                 await nursery.start(self.metrics.run)
