@@ -9,7 +9,8 @@ hypercorn+starlette is argued there: a route table and small bodies, native trio
   ``namespace`` fills in resources that name none (``kubectl -n``).
 - ``POST /apis/delete[?namespace=NS]`` — the same YAML; deletes what it names from the applied store.
 - ``GET /apis/resources[?kind=K][&namespace=NS][&output=json|yaml]`` — what is in force (files and
-  applied), with where each came from; ``kind`` accepts Kind, plural or short name, any case.
+  applied), with where each came from; ``kind`` accepts Kind, plural or short name, any case; YAML
+  also with ``Accept: application/yaml``.
 - ``GET /apis/errors`` — files (or applied state) that are not in force, with every error; warnings
   (file warnings, applied resources overriding files, translation warnings such as fail-closed rules).
 - ``GET /debug/proxy-status`` — per proxy and type: sent version/nonce, ACKed version, NACK error,
@@ -153,7 +154,8 @@ class AdminApi:
         kind_name = request.query_one("kind")
         kind = resolve_kind(kind_name) if kind_name and kind_name != "all" else None
         namespace = _namespace(request)
-        output = (request.query_one("output") or "json").lower()
+        accept = request.header("accept") or ""
+        output = (request.query_one("output") or ("yaml" if "yaml" in accept else "json")).lower()
         if output not in ("json", "yaml"):
             raise BadRequest(f"unknown output format {output!r}", "use output=json or output=yaml")
         selected = [

@@ -116,6 +116,11 @@ async def test_resources_filter_by_kind_alias_and_namespace_in_json_and_yaml(tmp
     ]
     text = (await api.resources(_request("GET", "/apis/resources?kind=services&output=yaml"))).body.decode()
     assert [d["metadata"]["name"] for d in yaml.safe_load_all(text)] == ["files", "search", "cart"]
+    by_accept = _request("GET", "/apis/resources?kind=services")
+    by_accept = Request(
+        by_accept.method, by_accept.target, by_accept.path, by_accept.query, [("accept", "application/yaml")]
+    )
+    assert (await api.resources(by_accept)).body.decode() == text
     with pytest.raises(BadRequest, match="unknown resource kind 'gizmo'") as info:
         await api.resources(_request("GET", "/apis/resources?kind=gizmo"))
     assert "VirtualService" in str(info.value)
