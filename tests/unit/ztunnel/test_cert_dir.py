@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
+from cryptography import x509
 
 from meshcore.identity.errors import CertificateUnavailable
 from meshcore.identity.spiffe import Identity
@@ -58,3 +61,27 @@ def test_store_builds_contexts_and_dumps_state(tmp_path: Path) -> None:
     assert certificate_state(cert, cert.not_before.timestamp() - 1) == "NotYetValid"
     with pytest.raises(CertificateUnavailable, match=r"no certificate for spiffe://cluster\.local/ns/prod/sa/db"):
         store.client_context(DB)
+
+
+async def test_a_renewed_certificate_is_served_by_the_existing_contexts(tmp_path: Path) -> None:
+    """Listeners hold their SSLContext for life; a renewal must reach them without a rebuild."""
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    write_cert_dir(first_dir, [WEB], tmp_path / "ca")
+    write_cert_dir(second_dir, [WEB], tmp_path / "ca")  # same CA, a new leaf
+    first, second = load_cert_dir(first_dir, [WEB])[WEB], load_cert_dir(second_dir, [WEB])[WEB]
+    assert first.serial != second.serial
+    store = CertificateStore()
+    store.install(first)
+    server_ctx, client_ctx = store.server_context(WEB), store.client_context(WEB)
+    store.install(second)
+    assert store.server_context(WEB) is server_ctx and store.serial(WEB) == second.serial
+
+    client_side, server_side = trio.testing.memory_stream_pair()
+    client = trio.SSLStream(client_side, client_ctx, server_hostname=None)
+    server = trio.SSLStream(server_side, server_ctx, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        await client.do_handshake()
+    der = client.getpeercert(binary_form=True)
+    assert der is not None
+    assert f"{x509.load_der_x509_certificate(der).serial_number:x}" == second.serial
