@@ -160,10 +160,13 @@ class KubeApi:
             raise UndeclaredApiCall(f"undeclared API call: {verb} {resource.group}/{name}", verb=verb, resource=name)
         return _lightkube_class(resource)
 
-    async def list(self, resource: ApiResource) -> tuple[list[dict[str, Any]], str]:
-        """Every object of ``resource`` in all namespaces, and the list's resourceVersion."""
+    async def list(self, resource: ApiResource, fields: str = "") -> tuple[list[dict[str, Any]], str]:
+        """Every object of ``resource`` in all namespaces (matching the ``fields`` selector), and the version."""
         cls = self._check("list", resource)
-        listing = self._client.list(cls, namespace="*" if resource.namespaced else None)
+        selector: dict[str, Any] | None = (
+            dict(part.split("=", 1) for part in fields.split(",") if part) if fields else None
+        )
+        listing = self._client.list(cls, namespace="*" if resource.namespaced else None, fields=selector)
         items: list[dict[str, Any]] = []
         try:
             async for item in listing:
@@ -172,7 +175,9 @@ class KubeApi:
             raise _api_error(f"list {resource.plural}", exc) from exc
         return items, listing._resourceVersion or ""
 
-    async def watch(self, resource: ApiResource, resource_version: str) -> AsyncGenerator[WatchEvent, None]:
+    async def watch(
+        self, resource: ApiResource, resource_version: str, fields: str = ""
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Events after ``resource_version`` (bookmarks included) until the server ends the stream.
 
         Raises :class:`WatchExpired` on 410 Gone. The stream is read here rather than through lightkube's
@@ -187,6 +192,7 @@ class KubeApi:
             watch=True,
             params={
                 "resourceVersion": resource_version or None,
+                "fieldSelector": fields or None,
                 "allowWatchBookmarks": "true",
                 # The server ends the stream after this; spread over 5-10 min as client-go does.
                 "timeoutSeconds": str(random.randint(300, 600)),

@@ -314,6 +314,13 @@ def ztunnel_objects(values: InstallValues) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------ node agent
 
 
+NODE_AGENT_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch", "watch"]},
+]
+"""Its node's pods (the field selector is the client's; RBAC cannot express it) and namespace labels."""
+
+
 def node_agent_objects(values: InstallValues) -> list[dict[str, Any]]:
     labels = {"k8s-app": "istio-cni-node"}
     container = {
@@ -345,6 +352,12 @@ def node_agent_objects(values: InstallValues) -> list[dict[str, Any]]:
     }
     return [
         _service_account("istio-cni"),
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": _meta("istio-cni", namespaced=False), "rules": NODE_AGENT_RULES},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": _meta("istio-cni", namespaced=False),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "istio-cni"},
+         "subjects": [{"kind": "ServiceAccount", "name": "istio-cni", "namespace": NAMESPACE}]},
         {
             "apiVersion": "apps/v1",
             "kind": "DaemonSet",
@@ -356,7 +369,6 @@ def node_agent_objects(values: InstallValues) -> list[dict[str, Any]]:
                     "metadata": {"labels": {**labels, "istio.io/dataplane-mode": "none"}},
                     "spec": {
                         "serviceAccountName": "istio-cni",
-                        "automountServiceAccountToken": False,  # no API use until the Kubernetes pod watch lands
                         "hostNetwork": True,  # rules and sockets of the host's network namespace
                         "dnsPolicy": "ClusterFirstWithHostNet",
                         "priorityClassName": "system-node-critical",

@@ -38,6 +38,10 @@ ROOT_CERT_NAMESPACED: Permissions = _grant(["ConfigMap"], ("get", "create", "pat
 """istiod_lite.kube.root_cert: publish ``istio-ca-root-cert`` in istiod's own namespace (a Role, not cluster-wide)."""
 
 
+NODE_AGENT: Permissions = {**_grant(["Namespace"], ("list", "watch")), **_grant(["Pod"], ("list", "watch", "patch"))}
+"""istiod_lite.kube.node_enrollment: its node's pods and the namespaces' labels; annotate captured pods."""
+
+
 def merge(*tables: Permissions) -> dict[tuple[str, str], frozenset[str]]:
     merged: dict[tuple[str, str], frozenset[str]] = {}
     for table in tables:

@@ -48,8 +48,12 @@ BACKOFF_MAX = 30.0
 class KubernetesStore:
     """A :class:`~istiod_lite.stores.base.Store` fed by the API server; ``await nursery.start(store.run)``."""
 
-    def __init__(self, api: KubeApi, kinds: Sequence[str] = WATCHED_KINDS) -> None:
+    def __init__(
+        self, api: KubeApi, kinds: Sequence[str] = WATCHED_KINDS, *, fields: Mapping[str, str] | None = None
+    ) -> None:
+        """``fields``: kind → field selector (e.g. ``{"Pod": "spec.nodeName=node-a"}`` for a node agent)."""
         self._api = api
+        self._fields = dict(fields or {})
         self._resources = [RESOURCES[kind] for kind in kinds]
         self._caches = {resource.kind: ObjectCache() for resource in self._resources}
         self._converted: dict[str, dict[ResourceKey, StoredResource]] = {kind: {} for kind in kinds}
@@ -101,7 +105,7 @@ class KubernetesStore:
         while True:
             try:
                 if must_list:
-                    items, version = await self._api.list(resource)
+                    items, version = await self._api.list(resource, self._fields.get(resource.kind, ""))
                     if started:
                         self.relists[resource.kind] += 1
                     if cache.replace(items, version):
@@ -110,7 +114,8 @@ class KubernetesStore:
                     if not started:
                         started = True
                         task_status.started()
-                async with aclosing(self._api.watch(resource, cache.resource_version)) as events:
+                watch = self._api.watch(resource, cache.resource_version, self._fields.get(resource.kind, ""))
+                async with aclosing(watch) as events:
                     async for event in events:
                         backoff = BACKOFF_MIN
                         if cache.apply(event):

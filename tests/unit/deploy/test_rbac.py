@@ -20,8 +20,8 @@ def grants(rules: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], frozense
     return table
 
 
-def rbac(kind: str) -> dict[str, Any]:
-    (found,) = [o for o in render() if o["kind"] == kind and o["metadata"]["name"] == "istiod"]
+def rbac(kind: str, name: str = "istiod") -> dict[str, Any]:
+    (found,) = [o for o in render() if o["kind"] == kind and o["metadata"]["name"] == name]
     return found
 
 
@@ -50,10 +50,17 @@ def test_every_declared_call_is_granted_somewhere_and_nothing_else() -> None:
     assert granted == dict(rbac_usage.ISTIOD)
 
 
-def test_other_service_accounts_get_no_api_access() -> None:
-    """ztunnel authenticates to istiod, not to the API server; the node agent's API use is not built yet."""
+def test_the_node_agent_role_is_exactly_its_calls() -> None:
+    assert grants(rbac("ClusterRole", "istio-cni")["rules"]) == dict(rbac_usage.NODE_AGENT)
+    binding = rbac("ClusterRoleBinding", "istio-cni")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "istio-cni", "namespace": "istio-system"}]
+    (daemonset,) = [o for o in render() if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "istio-cni-node"]
+    assert daemonset["spec"]["template"]["spec"]["serviceAccountName"] == "istio-cni"
+
+
+def test_ztunnel_gets_no_api_access() -> None:
+    """ztunnel authenticates to istiod with its istio-ca token, never to the API server."""
     bound = {s["name"] for o in render() if o["kind"].endswith("Binding") for s in o["subjects"]}
-    assert bound == {"istiod"}
-    for name in ("ztunnel", "istio-cni-node"):
-        (daemonset,) = [o for o in render() if o["kind"] == "DaemonSet" and o["metadata"]["name"] == name]
-        assert daemonset["spec"]["template"]["spec"].get("automountServiceAccountToken") is False
+    assert bound == {"istiod", "istio-cni"}
+    (daemonset,) = [o for o in render() if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "ztunnel"]
+    assert daemonset["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
