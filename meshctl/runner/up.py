@@ -27,11 +27,19 @@ import trio
 from meshcore.admin.client import AdminRequestFailed, http_request
 from meshcore.errors import MeshError
 from meshctl.runner.addresses import AddressPlan, mesh_block
+from meshctl.runner.components import (
+    EXPLICIT_PROXY_PORT,
+    istiod_spec,
+    pod_name,
+    pod_spec,
+    waypoint_name,
+    waypoint_spec,
+    ztunnel_spec,
+)
 from meshctl.runner.inventory import PodRecord, write_inventory
 from meshctl.runner.lock import StateDirLock
-from meshctl.runner.pods import PodIdentity, pod_command, proxy_env
 from meshctl.runner.state import MeshStatus, PodStatus, ProxyStatus, remove_status, write_status
-from meshctl.runner.supervisor import ProcessFailed, ProcessSpec, ReadyLine, Started, Supervisor, TcpProbe
+from meshctl.runner.supervisor import ProcessFailed, ProcessSpec, SupervisedProcess, Supervisor
 from meshctl.runner.waypoint_bridge import WaypointBridge, issue_certificates
 from meshctl.runner.workloads import (
     GATEWAY_NAME_LABEL,
@@ -43,7 +51,6 @@ from meshctl.runner.workloads import (
 )
 from schemas.load import load_paths, load_text, yaml_files
 
-EXPLICIT_PROXY_PORT = 15080
 CONTROL_PLANE_OFFSET = 251  # 127.X.0.251: past the last node address (MAX_NODES = 250)
 RECONCILE_INTERVAL = 1.0
 MESH_READY_TIMEOUT = 30.0
@@ -111,6 +118,7 @@ class MeshRunner:
         self._pod_ips: dict[str, str] = {}
         self._waypoints: dict[str, WaypointPlan] = {}
         self._waypoint_ips: dict[str, str] = {}
+        self._bridges: dict[str, trio.CancelScope] = {}  # waypoint key → its view-following task
         self._listening: set[str] = set()  # pods whose ztunnel listener on podIP:15080 was seen
         self._stop = trio.Event()
         self._startup = trio.CancelScope()
@@ -209,56 +217,31 @@ class MeshRunner:
         self._report_where()
 
     async def _start_istiod(self) -> None:
-        spec = ProcessSpec(
-            name="istiod",
-            argv=[
-                self.options.python, "-m", "istiod_lite",
-                "--state-dir", str(self.state_dir),
-                "--config-dir", str(self.config_dir),
-                "--host", self.control_host,
-                "--admin-host", self.control_host,
-                "--nodes", ",".join(self.nodes),
-            ],
-            readiness=ReadyLine(),
-            start_timeout=60.0,
+        spec = istiod_spec(
+            self.options.python, state_dir=self.state_dir, config_dir=self.config_dir, host=self.control_host,
+            nodes=self.nodes,
         )
         self.status.proxies["istiod"] = ProxyStatus(kind="istiod", name="istiod", node="")
         process = await self._start(spec)
         addresses = process.ready_info.get("addresses", {})
         self.istiod_admin = str(addresses.get("admin", ""))
         self.istiod_control = str(addresses.get("control", ""))
-        proxy = self.status.proxies["istiod"]
-        proxy.admin = f"http://{self.istiod_admin}"
-        proxy.metrics = f"http://{self.istiod_admin}/metrics"
         self.report(f"istiod_lite ready: admin http://{self.istiod_admin}  control {self.istiod_control}")
 
     async def _start_ztunnel(self, node: str) -> None:
-        name = f"ztunnel-{node}"
-        spec = ProcessSpec(
-            name=name,
-            argv=[
-                self.options.python, "-m", "ztunnel",
-                "--node", node,
-                "--node-address", self.node_addresses[node],
-                "--istiod", f"wss://{self.istiod_control}/v1/xds",
-                "--token-file", str(self.state_dir / "tokens" / f"{node}.token"),
-                "--root-cert", str(self.state_dir / "root-cert.pem"),
-            ],
-            readiness=ReadyLine(),
-            start_timeout=60.0,
+        spec = ztunnel_spec(
+            self.options.python, node=node, address=self.node_addresses[node], control=self.istiod_control,
+            state_dir=self.state_dir,
         )
+        name = spec.name
         self.status.proxies[name] = ProxyStatus(kind="ztunnel", name=name, node=node)
-        process = await self._start(spec)
-        addresses = process.ready_info.get("addresses", {})
+        await self._start(spec)
         proxy = self.status.proxies[name]
-        proxy.addresses = {str(k): str(v) for k, v in addresses.items()}
-        proxy.admin = f"http://{addresses.get('admin', '')}"
-        proxy.metrics = f"http://{addresses.get('metrics', '')}/metrics"
         self.report(f"ztunnel {node} ready at {self.node_addresses[node]}: metrics {proxy.metrics}")
 
     async def _start_waypoint(self, plan: WaypointPlan, nursery: trio.Nursery) -> None:
         """A waypoint process on its own address, its view and certificate fed by the (interim) bridge."""
-        name = f"waypoint-{plan.namespace}-{plan.name}"
+        name = waypoint_name(plan.namespace, plan.name)
         workdir = self.state_dir / "waypoints" / f"{plan.namespace}-{plan.name}"
         workdir.mkdir(parents=True, exist_ok=True)
         bridge = WaypointBridge(self.istiod_admin, plan.key, workdir / "view.json")
@@ -273,49 +256,32 @@ class MeshRunner:
             self.status.problems.append(problem)
             self.report(f"warning: {problem}")
             return
+        if plan.key not in self._waypoints:  # its Gateway was deleted while we waited for the view
+            return
         issue_certificates(self.state_dir, view.identity, workdir / "certs")
         ip = self._waypoint_ips[plan.key]
-        spec = ProcessSpec(
-            name=name,
-            argv=[
-                self.options.python, "-m", "waypoint",
-                "--address", ip,
-                "--identity", view.identity,
-                "--config", str(workdir / "view.json"),
-                "--cert-dir", str(workdir / "certs"),
-            ],
-            readiness=ReadyLine(),
-            start_timeout=60.0,
+        spec = waypoint_spec(
+            self.options.python, namespace=plan.namespace, name=plan.name, address=ip, identity=view.identity,
+            workdir=workdir,
         )
         self.status.proxies[name] = ProxyStatus(kind="waypoint", name=name, node=plan.node)
         try:
-            process = await self._start(spec)
+            await self._start(spec)
         except ProcessFailed as exc:
             self.status.proxies[name].state = "failed"
             self.report(f"waypoint {plan.key} failed to start: {exc}")
             return
-        addresses = process.ready_info.get("addresses", {})
         proxy = self.status.proxies[name]
-        proxy.addresses = {str(k): str(v) for k, v in addresses.items()}
-        proxy.admin = f"http://{addresses.get('admin', '')}"
-        proxy.metrics = f"http://{addresses.get('metrics', '')}/metrics"
-        nursery.start_soon(bridge.run)
+        nursery.start_soon(self._follow_view, plan.key, bridge)
         self.report(f"waypoint {plan.key} ready at {ip} ({view.identity}): metrics {proxy.metrics}")
 
-    def _pod_spec(self, plan: PodPlan) -> tuple[ProcessSpec, dict[str, str]]:
-        ip = self._pod_ips[plan.key]
-        identity = PodIdentity(
-            name=plan.name, namespace=plan.namespace, ip=ip, node=plan.node, service_account=plan.service_account
-        )
-        argv, env = pod_command(
-            plan.command, plan.args, plan.env, identity, extra_env=proxy_env(ip, EXPLICIT_PROXY_PORT)
-        )
-        readiness = TcpProbe(ip, plan.container_ports[0][1]) if plan.container_ports else Started()
-        spec = ProcessSpec(name=f"pod-{plan.namespace}-{plan.name}", argv=argv, env=env, readiness=readiness)
-        return spec, env
+    async def _follow_view(self, key: str, bridge: WaypointBridge) -> None:
+        with trio.CancelScope() as scope:
+            self._bridges[key] = scope
+            await bridge.run()
 
     async def _start_pod(self, plan: PodPlan, nursery: trio.Nursery) -> None:
-        spec, env = self._pod_spec(plan)
+        spec, env = pod_spec(plan, self._pod_ips[plan.key])
         status = PodStatus(
             namespace=plan.namespace,
             name=plan.name,
@@ -336,7 +302,7 @@ class MeshRunner:
             return
         nursery.start_soon(self._watch_mesh_listener, plan.key, status.ip)
 
-    async def _start(self, spec: ProcessSpec) -> Any:
+    async def _start(self, spec: ProcessSpec) -> SupervisedProcess:
         assert self._supervisor is not None
         return await self._supervisor.start(spec)
 
@@ -414,6 +380,11 @@ class MeshRunner:
             self.report(f"{name} exited with {details.get('code')}; restarting in {details.get('delay')}s")
         if isinstance(entry, ProxyStatus):
             entry.ready = event == "ready"
+            if event == "ready":  # where it really bound (reported in its ready line)
+                addresses = {str(k): str(v) for k, v in details.get("addresses", {}).items()}
+                entry.addresses = addresses
+                entry.admin = f"http://{addresses.get('admin', '')}"
+                entry.metrics = f"http://{addresses.get('metrics', addresses.get('admin', ''))}/metrics"
         else:  # a pod is ready when its process is and its mesh listener was seen
             entry.ready = event == "ready" and f"{entry.namespace}/{entry.name}" in self._listening
         if event == "exited":
@@ -424,7 +395,7 @@ class MeshRunner:
         if name in self.status.proxies:
             return self.status.proxies[name]
         for key, pod in self.status.pods.items():
-            if name == f"pod-{pod.namespace}-{pod.name}":
+            if name == pod_name(pod.namespace, pod.name):
                 return self.status.pods[key]
         return None
 
@@ -493,29 +464,53 @@ class MeshRunner:
                 self.status.problems.append(problem)
                 self.report(f"warning: {problem}")
         changes = diff_pods(self._pods, desired.pods)
-        if not changes.start and not changes.stop:
+        added = [w for key, w in desired.waypoints.items() if key not in self._waypoints]
+        removed = [key for key in self._waypoints if key not in desired.waypoints]
+        if not (changes.start or changes.stop or added or removed):
             return
         async with trio.open_nursery() as stopping:
             for key in changes.stop:
                 stopping.start_soon(self._stop_pod, key)
+            for key in removed:
+                stopping.start_soon(self._stop_waypoint, key)
         for key in changes.stop:
             self._pods.pop(key, None)
             self.addresses.release_pod(self._pod_ips.pop(key))
+        for key in removed:
+            self._waypoints.pop(key, None)
+            self.addresses.release_pod(self._waypoint_ips.pop(key))
         for plan in changes.start:
             self._pod_ips[plan.key] = self.addresses.allocate_pod()
             self._pods[plan.key] = plan
+        for waypoint in added:
+            self._waypoint_ips[waypoint.key] = self.addresses.allocate_pod()
+            self._waypoints[waypoint.key] = waypoint
         self._publish_inventory()
         self._write_status()
+        for waypoint in added:
+            self.report(f"starting waypoint {waypoint.key} (Gateway of class istio-waypoint)")
+            nursery.start_soon(self._start_waypoint, waypoint, nursery)
         for plan in changes.start:
             self.report(f"starting pod {plan.key} (deployment {plan.namespace}/{plan.deployment})")
             nursery.start_soon(self._start_pod, plan, nursery)
+
+    async def _stop_waypoint(self, key: str) -> None:
+        scope = self._bridges.pop(key, None)
+        if scope is not None:
+            scope.cancel()
+        plan = self._waypoints[key]
+        name = waypoint_name(plan.namespace, plan.name)
+        self.status.proxies.pop(name, None)
+        assert self._supervisor is not None
+        await self._supervisor.stop(name)
+        self.report(f"stopped waypoint {key}")
 
     async def _stop_pod(self, key: str) -> None:
         pod = self.status.pods.pop(key, None)
         self._listening.discard(key)
         assert self._supervisor is not None
         if pod is not None:
-            await self._supervisor.stop(f"pod-{pod.namespace}-{pod.name}")
+            await self._supervisor.stop(pod_name(pod.namespace, pod.name))
             self.report(f"stopped pod {key}")
 
     # ------------------------------------------------------------------------------------ shutdown

@@ -226,6 +226,39 @@ def test_applied_deployment_starts_pods_live_and_delete_stops_them(
     wait_until(lambda: not any(alive(pid) for pid in pids), 10, "worker processes to exit")
 
 
+WAYPOINT = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: prod}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+"""
+
+
+@pytest.mark.slow
+def test_applied_waypoint_gateway_starts_a_waypoint_and_delete_stops_it(
+    mesh: tuple[Component, Path], tmp_path: Path
+) -> None:
+    _, state = mesh
+    gateway = tmp_path / "waypoint.yaml"
+    gateway.write_text(WAYPOINT)
+    assert meshctl("apply", "-f", str(gateway), "--state-dir", str(state)).returncode == 0
+
+    def waypoints() -> list[dict[str, Any]]:
+        return [p for p in status(state)["proxies"] if p["kind"] == "waypoint"]
+
+    wait_until(lambda: len(waypoints()) == 1 and waypoints()[0]["ready"], 30, "the waypoint to be ready")
+    waypoint = waypoints()[0]
+    assert waypoint["name"] == "waypoint-prod-waypoint"
+    assert waypoint["metrics"].startswith("http://127.") and waypoint["metrics"].endswith("/metrics")
+    pid = waypoint["pid"]
+
+    assert meshctl("delete", "-f", str(gateway), "--state-dir", str(state)).returncode == 0
+    wait_until(lambda: not waypoints(), 30, "the waypoint to go")
+    wait_until(lambda: not alive(pid), 10, "the waypoint process to exit")
+
+
 @pytest.mark.slow
 def test_sigterm_drains_everything(mesh: tuple[Component, Path]) -> None:
     up, state = mesh
