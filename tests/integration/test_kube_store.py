@@ -17,6 +17,8 @@ from istiod_lite.kube import rbac_usage
 from istiod_lite.kube.api import RESOURCES, KubeApi, Permissions, UndeclaredApiCall
 from istiod_lite.kube.root_cert import publish_root_cert
 from istiod_lite.kube.store import KubernetesStore
+from istiod_lite.kube.views import ClusterConfig, ClusterPods
+from istiod_lite.pod_inventory import Pod
 from istiod_lite.stores.base import ResourceKey
 from istiod_lite.translate.inputs import PodInfo
 from tests.support.processes import Spawner
@@ -200,3 +202,20 @@ async def test_without_bookmarks_quiet_kinds_resume_from_a_forgotten_version_and
     store = await _resume_after_watches_end(api_url, admin, bookmark=False)
     assert store.relists["Service"] >= 1  # its last version predates the pods: 410, then a list
     assert store.relists["Pod"] == 0  # the pod events carried the newest version
+
+
+async def test_the_server_sees_config_and_pods_apart(api_url: str, admin: KubeApi) -> None:
+    await admin.create(RESOURCES["Pod"], pod("search-a", "prod", "node-a", "10.0.0.5"))
+    await admin.create(RESOURCES["Service"], SERVICE)
+    api = connect(api_url, rbac_usage.STORE)
+    store = KubernetesStore(api)
+    config, pods = ClusterConfig(store), ClusterPods(store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(config.run)
+        assert set(config.list()) == {ResourceKey("Service", "prod", "search")}
+        assert pods.pods == [Pod(name="search-a", namespace="prod", ip="10.0.0.5", node="node-a",
+                                 labels={"app": "search", "pod-template-hash": "5f7c"}, service_account="sa-search",
+                                 deployment="search", container_ports={"http": 8080})]
+        assert config.revision == store.revision
+        nursery.cancel_scope.cancel()
+    await api.aclose()
