@@ -80,10 +80,18 @@ class MeshStatus:
             "state_dir": self.state_dir,
             "capture": self.capture,
             "nodes": [{"name": name, "address": address} for name, address in self.nodes.items()],
-            "proxies": [attrs.asdict(proxy) for proxy in self.proxies.values()],
+            "proxies": [attrs.asdict(proxy) for proxy in sorted(self.proxies.values(), key=_proxy_order)],
             "pods": [attrs.asdict(pod) for pod in sorted(self.pods.values(), key=lambda p: (p.namespace, p.name))],
             "problems": list(self.problems),
         }
+
+
+_KIND_ORDER = {"istiod": 0, "ztunnel": 1, "waypoint": 2}
+
+
+def _proxy_order(proxy: ProxyStatus) -> tuple[int, str]:
+    """Control plane first, then node proxies, then waypoints — the order traffic depends on them."""
+    return _KIND_ORDER.get(proxy.kind, 3), proxy.name
 
 
 def write_status(state_dir: Path, status: MeshStatus) -> None:

@@ -24,6 +24,8 @@ from meshctl.runner.state import (
 
 def sample(pid: int) -> MeshStatus:
     status = MeshStatus(runner_pid=pid, state_dir="/x", capture="proxy", nodes={"node-1": "127.9.0.1"})
+    status.proxies["waypoint-prod-waypoint"] = ProxyStatus(kind="waypoint", name="waypoint-prod-waypoint", node="")
+    status.proxies["istiod"] = ProxyStatus(kind="istiod", name="istiod", node="")
     status.proxies["ztunnel-node-1"] = ProxyStatus(
         kind="ztunnel", name="ztunnel-node-1", node="node-1", admin="http://127.9.0.1:15000",
         metrics="http://127.9.0.1:15020/metrics", ready=True, pid=11,
@@ -41,6 +43,7 @@ def test_the_json_keeps_the_promised_names(tmp_path: Path) -> None:
     document = read_status(tmp_path)
     assert {"namespace", "name", "deployment", "ip", "node", "identity", "ready"} <= set(document["pods"][0])
     assert {"kind", "name", "node", "admin", "metrics", "ready"} <= set(document["proxies"][0])
+    assert [p["kind"] for p in document["proxies"]] == ["istiod", "ztunnel", "waypoint"]
     assert [p["name"] for p in document["pods"]] == ["search-0", "search-1"]  # sorted for stable output
     assert document["nodes"] == [{"name": "node-1", "address": "127.9.0.1"}]
 
