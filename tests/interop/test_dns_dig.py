@@ -19,7 +19,7 @@ async def test_dig_resolves_a_mesh_service(transport: str) -> None:
     proxy = DnsProxy(lambda name: names.get(name, []), host="127.0.0.1", port=0, upstream=None)
     async with trio.open_nursery() as nursery:
         host, port = await nursery.start(proxy.run)
-        argv = ["dig", f"@{host}", "-p", str(port), transport, "+time=2", "+tries=1"]
+        argv = ["dig", f"@{host}", "-p", str(port), transport, "+time=5", "+tries=2"]
         found = await trio.run_process([*argv, "+short", "search-api.prod.svc.cluster.local", "A"],
                                        capture_stdout=True)
         assert found.stdout.decode().split() == ["240.240.0.10"]

@@ -6,6 +6,7 @@ answered FORMERR; an upstream that does not answer in time gives SERVFAIL; neith
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -98,18 +99,37 @@ class DnsProxy:
         return None
 
     async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
-        udp = self._socket_factory(socket.SOCK_DGRAM)
-        tcp = self._socket_factory(socket.SOCK_STREAM)
+        udp, tcp = await self._bind_pair()
         with udp, tcp:
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            await udp.bind((self._host, self._port))
-            bound_port = udp.getsockname()[1]
-            await tcp.bind((self._host, bound_port))
             tcp.listen(128)
+            bound_port = udp.getsockname()[1]
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._serve_udp, udp, nursery)
                 nursery.start_soon(self._serve_tcp, trio.SocketListener(tcp), nursery)
                 task_status.started((self._host, bound_port))
+
+    async def _bind_pair(self) -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
+        """UDP and TCP sockets on the same port.
+
+        With port 0 the kernel picks a free UDP port, and the same number may already be taken for
+        TCP by someone else: then both are closed and another port is tried (bounded).
+        """
+        attempts = 20 if self._port == 0 else 1
+        for attempt in range(attempts):
+            udp = self._socket_factory(socket.SOCK_DGRAM)
+            tcp = self._socket_factory(socket.SOCK_STREAM)
+            try:
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                await udp.bind((self._host, self._port))
+                await tcp.bind((self._host, udp.getsockname()[1]))
+            except OSError as exc:
+                udp.close()
+                tcp.close()
+                if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                    raise
+                continue
+            return udp, tcp
+        raise AssertionError("unreachable: the loop returns or raises")
 
     async def _serve_udp(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
         while True:
