@@ -18,9 +18,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 import trio
 
+from meshcore.admin.client import AdminRequestFailed, http_request
 from meshcore.errors import MeshError
 from meshctl.control_plane import DEFAULT_STATE_DIR
-from meshctl.runner.state import pods_of, read_status
+from meshctl.runner.state import merge_push_status, pods_of, read_status
 from meshctl.runner.up import MeshRunner, UpOptions
 
 state_dir_option = click.option(
@@ -111,6 +112,20 @@ def _public(document: dict[str, Any]) -> dict[str, Any]:
     return {**document, "pods": pods}
 
 
+async def _proxy_status(document: dict[str, Any]) -> dict[str, Any] | None:
+    """istiod_lite's view of each proxy's push state, or None when it does not answer."""
+    admin = next((p["admin"] for p in document.get("proxies", []) if p.get("kind") == "istiod"), "")
+    host, _, port = admin.removeprefix("http://").rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        response = await http_request(host, int(port), "GET", "/debug/proxy-status", timeout=5)
+        answer = response.json()
+    except (AdminRequestFailed, ValueError):
+        return None
+    return answer if isinstance(answer, dict) and response.status == 200 else None
+
+
 @click.command()
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @state_dir_option
@@ -120,16 +135,17 @@ def status(output: str, state_dir: Path) -> None:
         document = read_status(state_dir)
     except MeshError as exc:
         _fail(exc)
+    document = merge_push_status(document, trio.run(_proxy_status, document))
     if output == "json":
         click.echo(json.dumps(_public(document), indent=2))
         return
     click.echo(f"capture mode: {document['capture']}   runner pid: {document['runner_pid']}")
     click.echo(_table([["NODE", "ADDRESS"], *([n["name"], n["address"]] for n in document["nodes"])]))
     click.echo()
-    proxies = [["PROXY", "KIND", "NODE", "READY", "RESTARTS", "ADMIN", "METRICS"]]
+    proxies = [["PROXY", "KIND", "NODE", "READY", "RESTARTS", "PUSH", "ADMIN", "METRICS"]]
     for p in document["proxies"]:
         proxies.append([p["name"], p["kind"], p["node"] or "-", str(p["ready"]).lower(), str(p["restarts"]),
-                        p["admin"], p["metrics"]])
+                        p.get("sync", "-"), p["admin"], p["metrics"]])
     click.echo(_table(proxies))
     click.echo()
     pods = [["NAMESPACE", "POD", "DEPLOYMENT", "IP", "NODE", "READY", "RESTARTS", "IDENTITY"]]

@@ -129,6 +129,28 @@ def read_status(state_dir: Path) -> dict[str, Any]:
     return dict(document)
 
 
+_SEVERITY = {"SYNCED": 0, "STALE": 1, "NACKED": 2}
+
+
+def merge_push_status(document: dict[str, Any], proxy_status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Add each ztunnel's push state from istiod_lite's ``/debug/proxy-status`` (rows per node and type).
+
+    ``sync`` is the worst state over the types (NACKED over STALE over SYNCED), ``config`` maps each
+    type to the version the proxy ACKed; without an answer from istiod_lite ``sync`` is ``unknown``.
+    """
+    rows = list(proxy_status.get("proxies", [])) if proxy_status is not None else []
+    proxies = []
+    for proxy in document.get("proxies", []):
+        proxy = dict(proxy)
+        if proxy.get("kind") == "ztunnel":
+            mine = [row for row in rows if row.get("proxy") == proxy.get("node")]
+            states = [str(row.get("state")) for row in mine]
+            proxy["sync"] = max(states, key=lambda s: _SEVERITY.get(s, 3)) if states else "unknown"
+            proxy["config"] = {str(row.get("type")): row.get("acked_version") for row in mine}
+        proxies.append(proxy)
+    return {**document, "proxies": proxies}
+
+
 def pods_of(document: Mapping[str, Any], namespace: str, deployment: str) -> list[dict[str, Any]]:
     """The pods of ``namespace/deployment`` (ready ones first), or :class:`PodNotFound` listing what exists."""
     pods = [p for p in document.get("pods", []) if p["namespace"] == namespace and p["deployment"] == deployment]

@@ -15,6 +15,7 @@ from meshctl.runner.state import (
     PodNotFound,
     PodStatus,
     ProxyStatus,
+    merge_push_status,
     pods_of,
     read_status,
     remove_status,
@@ -84,3 +85,18 @@ def test_pods_of_puts_ready_pods_first_and_names_what_exists_otherwise(tmp_path:
     with pytest.raises(PodNotFound, match="prod/client") as caught:
         pods_of(document, "prod", "client")
     assert "running deployments: prod/search" in str(caught.value)
+
+
+def test_push_state_per_ztunnel_is_the_worst_over_its_types() -> None:
+    document = sample(os.getpid()).to_json()
+    rows = [
+        {"proxy": "node-1", "type": "workload", "state": "SYNCED", "acked_version": "a"},
+        {"proxy": "node-1", "type": "service", "state": "NACKED", "acked_version": "b"},
+        {"proxy": "node-2", "type": "workload", "state": "STALE", "acked_version": "c"},
+    ]
+    merged = {p["name"]: p for p in merge_push_status(document, {"proxies": rows})["proxies"]}
+    assert merged["ztunnel-node-1"]["sync"] == "NACKED"
+    assert merged["ztunnel-node-1"]["config"] == {"workload": "a", "service": "b"}
+    assert "sync" not in merged["istiod"]
+    unknown = {p["name"]: p for p in merge_push_status(document, None)["proxies"]}
+    assert unknown["ztunnel-node-1"]["sync"] == "unknown"
