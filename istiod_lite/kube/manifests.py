@@ -150,6 +150,7 @@ def istiod_objects(values: InstallValues) -> list[dict[str, Any]]:
             "--state-dir", "/var/lib/istiod",
             "--plugged-ca-dir", "/etc/cacerts",
             "--host", "0.0.0.0",
+            "--admin-host", "0.0.0.0",  # for the readiness probe and port-forwards; the NetworkPolicy limits it
             "--control-port", "15012",
             "--admin-port", "15014",
             "--trust-domain", values.trust_domain,
@@ -208,6 +209,22 @@ def istiod_objects(values: InstallValues) -> list[dict[str, Any]]:
                         ],
                     },
                 },
+            },
+        },
+        {
+            # The admin API changes the mesh without authentication: only istio-system may reach it
+            # (kubelet probes come from the node and are not subject to NetworkPolicy on common CNIs).
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _meta("istiod", labels=labels),
+            "spec": {
+                "podSelector": {"matchLabels": labels},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {"ports": [{"port": 15012, "protocol": "TCP"}]},
+                    {"ports": [{"port": 15014, "protocol": "TCP"}],
+                     "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}}]},
+                ],
             },
         },
         {

@@ -146,6 +146,16 @@ def test_istiod_service_exposes_control_and_admin_and_everything_is_in_istio_sys
     }
 
 
+def test_only_istio_system_reaches_istiods_admin_port() -> None:
+    policy = one(render(), "NetworkPolicy", "istiod")
+    deployment = one(render(), "Deployment", "istiod")
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    control, admin = policy["spec"]["ingress"]
+    assert control == {"ports": [{"port": 15012, "protocol": "TCP"}]}  # proxies on every node
+    assert admin["ports"] == [{"port": 15014, "protocol": "TCP"}]
+    assert admin["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}}}]
+
+
 def test_install_overrides_reach_every_component() -> None:
     objects = dry_run("image=registry.example/mesh:2", "trustDomain=example.org", "logLevel=debug",
                       "resources.istiod.requests.cpu=500m", "imagePullPolicy=Always")
