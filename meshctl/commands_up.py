@@ -6,11 +6,13 @@ others read ``<state>/status.json``, which a running `up` keeps current, so they
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -179,22 +181,46 @@ def exec_(namespace: str, deployment: str, command: tuple[str, ...], state_dir: 
 @click.command()
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("--tail", type=int, default=None, help="Only the last N lines of each pod's log.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until Ctrl-C or the mesh stops.")
 @click.argument("deployment")
 @state_dir_option
-def logs(namespace: str, tail: int | None, deployment: str, state_dir: Path) -> None:
+def logs(namespace: str, tail: int | None, follow: bool, deployment: str, state_dir: Path) -> None:
     """Print the output of every pod of DEPLOYMENT (each line prefixed with its pod)."""
     try:
         pods = pods_of(read_status(state_dir), namespace, deployment)
     except MeshError as exc:
         _fail(exc)
+    offsets: dict[str, int] = {}
     for pod in sorted(pods, key=lambda p: p["name"]):
         try:
-            lines = Path(pod["log"]).read_text(errors="replace").splitlines()
+            data = Path(pod["log"]).read_bytes()
         except OSError as exc:
             click.echo(f"meshctl: cannot read {pod['log']}: {exc.strerror}", err=True)
             continue
+        offsets[pod["log"]] = len(data)
+        lines = data.decode(errors="replace").splitlines()
         for line in lines[-tail:] if tail else lines:
             click.echo(f"[{pod['name']}] {line}")
+    if follow:
+        with contextlib.suppress(KeyboardInterrupt):
+            _follow_logs(pods, offsets, state_dir)
+
+
+def _follow_logs(pods: list[dict[str, Any]], offsets: dict[str, int], state_dir: Path) -> None:
+    """Print what the pods write next; ends on Ctrl-C or when the mesh stops (its status file goes)."""
+    while (state_dir / "status.json").exists():
+        for pod in pods:
+            try:
+                with Path(pod["log"]).open("rb") as handle:
+                    handle.seek(offsets.get(pod["log"], 0))
+                    chunk = handle.read()
+            except OSError:
+                continue
+            complete = chunk[: chunk.rfind(b"\n") + 1]  # whole lines only; the rest next time
+            offsets[pod["log"]] = offsets.get(pod["log"], 0) + len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                click.echo(f"[{pod['name']}] {line}")
+        time.sleep(0.3)
 
 
 @click.command()
