@@ -360,7 +360,7 @@ class MeshRunner:
         self.report(f"istiod_lite admin: http://{self.istiod_admin}  (metrics /metrics, config /debug/config_dump)")
         for pod in sorted(self.status.pods.values(), key=lambda p: (p.namespace, p.name)):
             state = "ready" if pod.ready else pod.state
-            mesh = pod.identity if pod.captured else "not in the ambient mesh: its namespace is not enrolled"
+            mesh = pod.identity if pod.captured else "not in the mesh: no istio.io/dataplane-mode=ambient label"
             self.report(f"pod {pod.namespace}/{pod.name} {state} at {pod.ip} on {pod.node} ({mesh})")
         self.report(
             f"mesh is up: {len(self.nodes)} nodes, {ready}/{len(self.status.pods)} pods ready; "

@@ -154,6 +154,20 @@ def test_exec_curl_reaches_the_service_by_name_through_the_mesh(mesh: tuple[Comp
 
 
 @pytest.mark.slow
+def test_logs_follow_prints_new_output_as_it_comes(mesh: tuple[Component, Path], spawn: Spawner) -> None:
+    _, state = mesh
+    follower = spawn.start(
+        "logs-follow", [MESHCTL, "logs", "-f", "-n", "prod", "search", "--state-dir", str(state)], wait_ready=False
+    )
+    follower.wait_for_line(lambda line: "Serving HTTP on" in line, timeout=10)  # what was there already
+    for _ in range(2):  # two requests: each pod may get one, at least one lands in a followed log
+        meshctl("exec", "-n", "prod", "client", "--state-dir", str(state), "--",
+                "curl", "-s", "-o", "/dev/null", f"http://{HOST}:8080/followed")
+    line = follower.wait_for_line(lambda line: "GET /followed HTTP/1.1" in line, timeout=10)
+    assert line.startswith(("[search-0] ", "[search-1] "))
+
+
+@pytest.mark.slow
 def test_a_crashed_pod_is_restarted_and_reported(mesh: tuple[Component, Path]) -> None:
     up, state = mesh
     before = next(p for p in status(state)["pods"] if p["name"] == "search-0")
