@@ -12,10 +12,12 @@ prints a summary and drains the mesh.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -264,8 +266,10 @@ async def _fail_v2(status: MeshStatus) -> None:
 
 
 async def run_demo(*, state_dir: Path, duration: float, nodes: int = 2, console: Console | None = None) -> int:
-    """Run the demo; 0 when the mesh carried traffic and the story could be told, else 1."""
+    """Run the demo; 0 when the mesh carried traffic and the story could be told, 1 when it did not,
+    130 when interrupted (Ctrl-C or SIGTERM: the mesh is drained either way)."""
     console = console or Console(soft_wrap=True)  # long lines stay whole when piped (grep-able logs)
+    story = Story()
     with tempfile.TemporaryDirectory(prefix="meshctl-demo-") as workdir:
         manifest = Path(workdir) / "search-canary.yaml"
         manifest.write_text(demo_manifests())
@@ -273,24 +277,39 @@ async def run_demo(*, state_dir: Path, duration: float, nodes: int = 2, console:
             UpOptions(files=(manifest,), state_dir=state_dir, nodes=nodes, capture="proxy"),
             lambda line: console.print(f"[dim]{line}[/dim]", highlight=False),
         )
-        async with trio.open_nursery() as nursery:
-            status: MeshStatus = await nursery.start(runner.run)
-            try:
-                story = await _tell(status, state_dir, duration, console)
-            finally:
-                runner.request_stop()
-        await runner.finished.wait()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                interrupted = trio.CancelScope()
+
+                async def stop_on_signal() -> None:
+                    async for _ in signals:
+                        interrupted.cancel()
+                        runner.request_stop()
+                        return
+
+                nursery.start_soon(stop_on_signal)
+                status: MeshStatus = await nursery.start(runner.run)
+                try:
+                    if not interrupted.cancel_called:  # a signal during startup skips the story
+                        with interrupted:
+                            await _tell(story, status, state_dir, duration, console)
+                finally:
+                    runner.request_stop()
+                await runner.finished.wait()
+                nursery.cancel_scope.cancel()
+    if interrupted.cancel_called:
+        console.print("interrupted; the demo mesh was drained")
+        return 130
     return _summary(story, console)
 
 
-async def _tell(status: MeshStatus, state_dir: Path, duration: float, console: Console) -> Story:
+async def _tell(story: Story, status: MeshStatus, state_dir: Path, duration: float, console: Console) -> None:
     metrics_url = _waypoint_metrics(status)
     console.print(f"reading every number from the waypoint's metrics: {metrics_url}")
-    story = Story()
     start = trio.current_time()
     act = -1
     last_print = start
-    with Live(console=console, auto_refresh=False, transient=False) as live:
+    with _ends_with_newline(console), Live(console=console, auto_refresh=False, transient=False) as live:
         while (elapsed := trio.current_time() - start) < duration:
             while act + 1 < len(ACTS) and elapsed >= ACTS[act + 1].starts_at * duration:
                 act += 1
@@ -310,8 +329,15 @@ async def _tell(status: MeshStatus, state_dir: Path, duration: float, console: C
             if not console.is_terminal and trio.current_time() - last_print >= 5:
                 last_print = trio.current_time()
                 console.print(table)
-    console.print()
-    return story
+
+
+@contextlib.contextmanager
+def _ends_with_newline(console: Console) -> Iterator[None]:
+    """The live view's last frame has no newline of its own; later lines must not be glued to it."""
+    try:
+        yield
+    finally:
+        console.print()
 
 
 async def _scrape_or_empty(metrics_url: str) -> dict[str, VersionTotals]:

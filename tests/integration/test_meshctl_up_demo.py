@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import Spawner
 
 MESHCTL = str(Path(sys.executable).with_name("meshctl"))
 
@@ -41,3 +46,20 @@ def test_short_demo_shows_the_split_the_failure_and_the_rollback(tmp_path: Path)
     assert "mesh stopped; every process it started has exited" in out
     assert not (state / "status.json").exists()
     assert not (state / "istiod.json").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_demo_drains_the_mesh(tmp_path: Path, spawn: Spawner) -> None:
+    state = tmp_path / "state"
+    demo = spawn.start("demo", [MESHCTL, "demo", "--duration", "60", "--state-dir", str(state)], wait_ready=False)
+    demo.wait_for_line(lambda line: line.startswith("act 1 at"), timeout=90)
+    pids = [p["pid"] for p in json.loads((state / "status.json").read_text())["pods"]]
+    assert pids and all(isinstance(pid, int) for pid in pids)
+
+    demo.signal(signal.SIGINT)
+    assert demo.proc.wait(timeout=30) == 130
+    demo.wait_for_line(lambda line: "interrupted; the demo mesh was drained" in line, timeout=5)
+    assert not (state / "status.json").exists()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
