@@ -240,6 +240,26 @@ def test_applied_deployment_starts_pods_live_and_delete_stops_them(
     wait_until(lambda: not any(alive(pid) for pid in pids), 10, "worker processes to exit")
 
 
+OUTSIDE = EXTRA.replace("name: worker, namespace: prod", "name: legacy, namespace: default")
+
+
+@pytest.mark.slow
+def test_a_pod_outside_the_ambient_mesh_is_ready_without_a_mesh_listener(
+    mesh: tuple[Component, Path], tmp_path: Path
+) -> None:
+    _, state = mesh
+    manifest = tmp_path / "legacy.yaml"
+    manifest.write_text(OUTSIDE)
+    assert meshctl("apply", "-f", str(manifest), "--state-dir", str(state)).returncode == 0
+
+    def legacy() -> list[dict[str, Any]]:
+        return [p for p in status(state)["pods"] if p["deployment"] == "legacy"]
+
+    wait_until(lambda: len(legacy()) == 2 and all(p["ready"] for p in legacy()), 30, "legacy pods ready")
+    assert [p["captured"] for p in legacy()] == [False, False]
+    assert all(p["captured"] for p in status(state)["pods"] if p["namespace"] == "prod")
+
+
 WAYPOINT = """\
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
