@@ -176,13 +176,14 @@ class MeshRunner:
         return desired
 
     def _prepare_state_dir(self) -> None:
-        """A fresh config directory holding the given files; no state left from an earlier run."""
+        """istiod_lite's config directory: a link to each given file (so an edit to a file takes effect
+        live, as with Kubernetes' `kubectl apply` of the same file); no state left from an earlier run."""
         if self.config_dir.exists():
             shutil.rmtree(self.config_dir)
         self.config_dir.mkdir(parents=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for index, path in enumerate(f for given in self.options.files for f in yaml_files(Path(given))):
-            shutil.copyfile(path, self.config_dir / f"{index:03d}-{path.name}")
+            (self.config_dir / f"{index:03d}-{path.name}").symlink_to(path.resolve())
         # Resources applied during an earlier run are not part of this one: `up` starts from its files.
         (self.state_dir / "applied.json").unlink(missing_ok=True)
         remove_status(self.state_dir)

@@ -168,6 +168,18 @@ def test_logs_follow_prints_new_output_as_it_comes(mesh: tuple[Component, Path],
 
 
 @pytest.mark.slow
+def test_editing_a_manifest_file_takes_effect_live(mesh: tuple[Component, Path], tmp_path: Path) -> None:
+    _, state = mesh
+    manifests = tmp_path / "app.yaml"
+    manifests.write_text(APP.replace("replicas: 2", "replicas: 3"))
+
+    def searches() -> list[str]:
+        return sorted(p["name"] for p in status(state)["pods"] if p["deployment"] == "search" and p["ready"])
+
+    wait_until(lambda: searches() == ["search-0", "search-1", "search-2"], 30, "a third search pod")
+
+
+@pytest.mark.slow
 def test_a_crashed_pod_is_restarted_and_reported(mesh: tuple[Component, Path]) -> None:
     up, state = mesh
     before = next(p for p in status(state)["pods"] if p["name"] == "search-0")
