@@ -34,7 +34,7 @@ from meshctl.runner.inventory import write_json_atomically
 from schemas.discovery import AppProtocol
 from waypoint import view as served
 
-POLL_INTERVAL = 0.5
+POLL_INTERVAL = 0.25  # a weight change reaches the waypoint within push debounce + this + its reload
 _PROTOCOLS: Mapping[AppProtocol, str] = {
     AppProtocol.HTTP11: "http",
     AppProtocol.HTTP2: "http2",
