@@ -57,6 +57,9 @@ class KubernetesStore:
         self._resources = [RESOURCES[kind] for kind in kinds]
         self._caches = {resource.kind: ObjectCache() for resource in self._resources}
         self._converted: dict[str, dict[ResourceKey, StoredResource]] = {kind: {} for kind in kinds}
+        # Per kind: object key → (the manifest converted, its result); an object the cache still holds
+        # unchanged (the same dict) is not validated again when another object of its kind changes.
+        self._memo: dict[str, dict[tuple[str, str], _Converted]] = {kind: {} for kind in kinds}
         self._errors: dict[str, dict[str, tuple[str, ...]]] = {kind: {} for kind in kinds}
         self._revision = Revision()
         self.relists = dict.fromkeys(kinds, 0)  # lists after the first: 410s and recoveries (for tests/metrics)
@@ -134,16 +137,26 @@ class KubernetesStore:
     def _publish(self, kind: str) -> None:
         converted: dict[ResourceKey, StoredResource] = {}
         errors: dict[str, tuple[str, ...]] = {}
+        memo: dict[tuple[str, str], _Converted] = {}
         for (namespace, name), manifest in sorted(self._caches[kind].objects.items()):
             source = f"kubernetes:{kind}/{namespace}/{name}" if namespace else f"kubernetes:{kind}/{name}"
-            stored, problems = _convert(kind, manifest, source)
+            previous = self._memo[kind].get((namespace, name))
+            if previous is not None and previous[0] is manifest:
+                stored, problems = previous[1], previous[2]
+            else:
+                stored, problems = _convert(kind, manifest, source)
+            memo[namespace, name] = (manifest, stored, problems)
             if stored is not None:
                 converted[stored.key] = stored
             if problems:
                 errors[source] = problems
         self._converted[kind] = converted
         self._errors[kind] = errors
+        self._memo[kind] = memo
         self._revision.bump()
+
+
+_Converted = tuple[Mapping[str, Any], StoredResource | None, tuple[str, ...]]
 
 
 def _convert(kind: str, manifest: Mapping[str, Any], source: str) -> tuple[StoredResource | None, tuple[str, ...]]:

@@ -219,3 +219,26 @@ async def test_the_server_sees_config_and_pods_apart(api_url: str, admin: KubeAp
         assert config.revision == store.revision
         nursery.cancel_scope.cancel()
     await api.aclose()
+
+
+async def test_an_invalid_object_is_reported_and_left_out_while_the_rest_stays_in_force(
+    api_url: str, admin: KubeApi
+) -> None:
+    bad = {**VIRTUAL_SERVICE, "metadata": {"name": "bad", "namespace": "prod"},
+           "spec": {"hosts": ["search"], "http": [{"route": [{"destination": {"host": "search"}, "weight": "lots"}]}]}}
+    await admin.create(RESOURCES["VirtualService"], VIRTUAL_SERVICE)
+    await admin.create(RESOURCES["VirtualService"], bad)
+    api = connect(api_url, rbac_usage.STORE)
+    store = KubernetesStore(api)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        assert ResourceKey("VirtualService", "prod", "search") in store.list()
+        assert ResourceKey("VirtualService", "prod", "bad") not in store.list()
+        (problem,) = store.errors["kubernetes:VirtualService/prod/bad"]
+        assert "spec.http[0].route[0].weight: expected integer" in problem
+        fixed = {"spec": {"http": [{"route": [{"destination": {"host": "search"}, "weight": 100}]}]}}
+        await admin.patch(RESOURCES["VirtualService"], "bad", "prod", fixed)
+        await wait_for(store, lambda r: ResourceKey("VirtualService", "prod", "bad") in r, "the fixed object")
+        assert store.errors == {}
+        nursery.cancel_scope.cancel()
+    await api.aclose()
