@@ -17,7 +17,8 @@ import subprocess
 
 import click
 
-from istiod_lite.kube.manifests import InstallValues, InvalidInstallValue, dump, render
+from istiod_lite.kube.install_values import InstallValues, InvalidInstallValue
+from istiod_lite.kube.manifests import dump, render
 
 
 def _pairs(settings: tuple[str, ...]) -> list[tuple[str, str]]:

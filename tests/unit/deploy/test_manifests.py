@@ -16,7 +16,8 @@ import yaml
 from click.testing import CliRunner
 
 from istiod_lite.kube import manifests, tokenreview
-from istiod_lite.kube.manifests import InstallValues, base_files, kustomization, render
+from istiod_lite.kube.install_values import InstallValues
+from istiod_lite.kube.manifests import base_files, kustomization, render
 from istiod_lite.kube.waypoint_objects import WaypointSettings, desired_objects
 from meshctl.install import install
 
@@ -180,6 +181,7 @@ def test_install_overrides_reach_every_component() -> None:
         ("image=", "empty value"),
         ("novalue", "is not key=value"),
         ("trustDomain=spiffe://x", "DNS-like name"),
+        ("resources.ztunnel.requests.cpu=lots", "not a Kubernetes quantity"),
     ],
 )
 def test_bad_settings_are_refused_by_name(setting: str, message: str) -> None:
