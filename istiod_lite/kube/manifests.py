@@ -214,7 +214,6 @@ def ztunnel_objects(values: InstallValues) -> list[dict[str, Any]]:
             _field_env("POD_NAME", "metadata.name"),
             _field_env("POD_NAMESPACE", "metadata.namespace"),
             _field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-            {"name": "TRUST_DOMAIN", "value": values.trust_domain},
         ],
         "ports": [
             {"name": "hbone", "containerPort": 15008, "protocol": "TCP"},
