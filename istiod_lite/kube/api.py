@@ -103,6 +103,8 @@ class WatchEvent:
     object: Mapping[str, Any]
 
 
+LIST_PAGE = 500  # objects per list request, as client-go's reflector pages
+MAX_LIST_PAGES = 10_000
 MAX_EVENT_BYTES = 32 * 1024 * 1024  # a watch line larger than this is not a Kubernetes object we can use
 
 Permissions = Mapping[tuple[str, str], frozenset[str]]
@@ -143,13 +145,14 @@ def _lightkube_class(resource: ApiResource) -> Any:
 class KubeApi:
     """Dict-in, dict-out calls limited to ``permitted``; one per process, closed with :meth:`aclose`."""
 
-    def __init__(self, client: AsyncClient, permitted: Permissions) -> None:
+    def __init__(self, client: AsyncClient, permitted: Permissions, *, list_page: int = LIST_PAGE) -> None:
         self._client = client
         self._permitted = permitted
+        self._list_page = list_page
 
     @classmethod
-    def connect(cls, config: SingleConfig, permitted: Permissions) -> KubeApi:
-        return cls(AsyncClient(config), permitted)
+    def connect(cls, config: SingleConfig, permitted: Permissions, *, list_page: int = LIST_PAGE) -> KubeApi:
+        return cls(AsyncClient(config), permitted, list_page=list_page)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -161,19 +164,43 @@ class KubeApi:
         return _lightkube_class(resource)
 
     async def list(self, resource: ApiResource, fields: str = "") -> tuple[list[dict[str, Any]], str]:
-        """Every object of ``resource`` in all namespaces (matching the ``fields`` selector), and the version."""
+        """Every object of ``resource`` in all namespaces (matching the ``fields`` selector), and the version.
+
+        Read as raw JSON, in pages, like :meth:`watch`: lightkube's typed models drop fields they do not
+        know, and a list and a watch must describe an object identically or every re-list looks like a change.
+        """
         cls = self._check("list", resource)
-        selector: dict[str, Any] | None = (
-            dict(part.split("=", 1) for part in fields.split(",") if part) if fields else None
-        )
-        listing = self._client.list(cls, namespace="*" if resource.namespaced else None, fields=selector)
+        generic = self._client._client
+        params: dict[str, Any] = {"fieldSelector": fields or None, "limit": str(self._list_page)}
+        what = f"list {resource.plural}"
         items: list[dict[str, Any]] = []
-        try:
-            async for item in listing:
-                items.append(_as_dict(item, resource))
-        except httpx2.HTTPError as exc:
-            raise _api_error(f"list {resource.plural}", exc) from exc
-        return items, listing._resourceVersion or ""
+        for _page in range(MAX_LIST_PAGES):
+            request = generic.prepare_request(
+                "list", res=cls, namespace="*" if resource.namespaced else None, params=dict(params)
+            )
+            try:
+                response: httpx2.Response = await generic.send(  # type: ignore[no-untyped-call]
+                    generic.build_adapter_request(request)
+                )
+            except httpx2.HTTPError as exc:
+                raise _api_error(what, exc) from exc
+            if response.status_code != 200:
+                raise _status_error(what, response.status_code, response.text)
+            try:
+                body = response.json()
+                page, metadata = body["items"] or [], body.get("metadata") or {}
+            except (ValueError, KeyError, TypeError) as exc:
+                raise KubeApiError(
+                    f"{what}: not a list: {response.text[:200]!r}", reason="is the server a Kubernetes API?"
+                ) from exc
+            for item in page:
+                item.setdefault("apiVersion", resource.api_version)
+                item.setdefault("kind", resource.kind)
+                items.append(item)
+            if not metadata.get("continue"):
+                return items, str(metadata.get("resourceVersion") or "")
+            params["continue"] = metadata["continue"]
+        raise KubeApiError(f"{what}: more than {MAX_LIST_PAGES} pages", reason="the list never ended")
 
     async def watch(
         self, resource: ApiResource, resource_version: str, fields: str = ""

@@ -36,10 +36,10 @@ def emulator_url(spawn: Spawner, tmp_path: Path, tokens: dict[str, Any] | None =
     return f"http://{component.addresses['api']}"
 
 
-def connect(url: str, permitted: Permissions) -> KubeApi:
+def connect(url: str, permitted: Permissions, *, list_page: int = 500) -> KubeApi:
     config = KubeConfig.from_one(cluster=Cluster(server=url), user=User(token="test-admin")).get()
     assert config is not None
-    return KubeApi.connect(config, permitted)
+    return KubeApi.connect(config, permitted, list_page=list_page)
 
 
 @pytest.fixture
@@ -241,4 +241,15 @@ async def test_an_invalid_object_is_reported_and_left_out_while_the_rest_stays_i
         await wait_for(store, lambda r: ResourceKey("VirtualService", "prod", "bad") in r, "the fixed object")
         assert store.errors == {}
         nursery.cancel_scope.cancel()
+    await api.aclose()
+
+
+async def test_lists_are_read_page_by_page(api_url: str, admin: KubeApi) -> None:
+    for index in range(5):
+        await admin.create(RESOURCES["Pod"], pod(f"web-{index}", "shop", "node-a", f"10.0.1.{index}"))
+    api = connect(api_url, rbac_usage.STORE, list_page=2)
+    items, version = await api.list(RESOURCES["Pod"])
+    assert sorted(item["metadata"]["name"] for item in items) == [f"web-{i}" for i in range(5)]
+    assert all(item["kind"] == "Pod" and item["apiVersion"] == "v1" for item in items)
+    assert int(version) > 0
     await api.aclose()

@@ -9,6 +9,7 @@ own process, so the code under test runs under trio unchanged). Added on top of 
 * ``POST /emulator/bookmark`` (a BOOKMARK with the current version on every watch) and
   ``POST /emulator/end-watches`` (forget history up to now and end every watch normally, as a server
   timeout does: a client resuming from an older version than the last it was told gets 410);
+* paged lists (``limit``/``continue``);
 * a ``compact`` control call (``POST /emulator/compact``): applies the given changes *without* watch
   events, forgets history up to now, and breaks every open watch with ``ERROR 410 Gone`` — so a client
   only learns about those changes if it re-lists;
@@ -109,6 +110,12 @@ class Emulator(kmock.KubernetesEmulator):
         listing = await super()._serve_list(request)
         assert isinstance(listing, dict)  # kmock's emulator lists are dicts
         listing["metadata"] = {"resourceVersion": str(self.current)}
+        limit, start = int(request.params.get("limit") or 0), int(request.params.get("continue") or 0)
+        if limit:  # pages, with the offset as the continue token
+            items = sorted(listing["items"], key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+            listing["items"] = items[start:start + limit]
+            if start + limit < len(items):
+                listing["metadata"]["continue"] = str(start + limit)
         return listing
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
