@@ -28,6 +28,12 @@ from tests.integration.test_kube_tokenreview import ZTUNNEL, bound, ztunnel_pod
 from tests.support.processes import Spawner
 
 TYPES = ("workload", "service", "authorization", "waypoint")
+DENY_FROM_TEST = {
+    "apiVersion": "security.istio.io/v1",
+    "kind": "AuthorizationPolicy",
+    "metadata": {"name": "deny-test", "namespace": "prod"},
+    "spec": {"action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["test"]}}]}]},
+}
 
 
 @attrs.define
@@ -83,14 +89,19 @@ async def test_cluster_objects_reach_a_ztunnel_connected_with_its_service_accoun
         await admin.create(RESOURCES["Pod"], pod("search-a", "prod", "node-a", "10.0.0.5"))
         await admin.create(RESOURCES["Service"], SERVICE)
         await admin.create(RESOURCES["VirtualService"], VIRTUAL_SERVICE)
+        await admin.create(RESOURCES["AuthorizationPolicy"], DENY_FROM_TEST)
 
         def arrived() -> bool:
             services = proxy.state["service"].values()
             workloads = proxy.state["workload"].values()
-            return any(s.get("hostname") == "search.prod.svc.cluster.local" for s in services) and any(
-                w.get("name") == "search-a" for w in workloads)
+            policies = proxy.state["authorization"].values()
+            return (any(s.get("hostname") == "search.prod.svc.cluster.local" for s in services)
+                    and any(w.get("name") == "search-a" for w in workloads)
+                    and any(p.get("name") == "deny-test" for p in policies))
 
-        await until(client, arrived, "the pod and the Service as pushed workload and service")
+        await until(client, arrived, "the pod, the Service and the AuthorizationPolicy as pushes")
+        (policy,) = [p for p in proxy.state["authorization"].values() if p.get("name") == "deny-test"]
+        assert (policy["namespace"], policy["action"]) == ("prod", "DENY")
         (workload,) = [w for w in proxy.state["workload"].values() if w.get("name") == "search-a"]
         assert workload["node"] == "node-a"
         assert workload["service_account"] == "sa-search"
