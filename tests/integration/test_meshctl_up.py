@@ -102,11 +102,13 @@ def status(state: Path) -> dict[str, Any]:
     return document
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, state: Path | None = None) -> None:
+    """Poll ``condition``; on timeout the message carries the mesh's status file, to see what it was doing."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            seen = (state / "status.json").read_text() if state and (state / "status.json").exists() else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{seen}")
         time.sleep(0.2)
 
 
@@ -126,6 +128,10 @@ def mesh(spawn: Spawner, tmp_path: Path) -> Iterator[tuple[Component, Path]]:
     up = spawn.start("meshctl-up", [MESHCTL, "up", "-f", str(manifests), "--state-dir", str(state)], wait_ready=False)
     up.wait_for_line(lambda line: line.startswith("mesh is up"), timeout=90)
     yield up, state
+    # Drain here rather than in the harness: a drain (proxies give connections up to 5 s) may outlast
+    # the harness's grace, and a SIGKILLed runner cannot stop its children.
+    up.signal(signal.SIGTERM)
+    up.proc.wait(timeout=60)
 
 
 @pytest.mark.slow
@@ -294,14 +300,14 @@ def test_applied_waypoint_gateway_starts_a_waypoint_and_delete_stops_it(
     def waypoints() -> list[dict[str, Any]]:
         return [p for p in status(state)["proxies"] if p["kind"] == "waypoint"]
 
-    wait_until(lambda: len(waypoints()) == 1 and waypoints()[0]["ready"], 30, "the waypoint to be ready")
+    wait_until(lambda: len(waypoints()) == 1 and waypoints()[0]["ready"], 30, "the waypoint to be ready", state)
     waypoint = waypoints()[0]
     assert waypoint["name"] == "waypoint-prod-waypoint"
     assert waypoint["metrics"].startswith("http://127.") and waypoint["metrics"].endswith("/metrics")
     pid = waypoint["pid"]
 
     assert meshctl("delete", "-f", str(gateway), "--state-dir", str(state)).returncode == 0
-    wait_until(lambda: not waypoints(), 30, "the waypoint to go")
+    wait_until(lambda: not waypoints(), 30, "the waypoint to go", state)
     wait_until(lambda: not alive(pid), 10, "the waypoint process to exit")
 
 
