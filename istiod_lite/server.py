@@ -29,9 +29,9 @@ import ipaddress
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -50,7 +50,7 @@ from istiod_lite.stores.applied import AppliedStore
 from istiod_lite.stores.base import ResourceKey, Store, StoredResource
 from istiod_lite.stores.directory import DirectoryStore
 from istiod_lite.stores.merged import MergedStore
-from istiod_lite.tokens import NodeTokenAuthenticator, NodeTokens
+from istiod_lite.tokens import Authenticator, NodeTokenAuthenticator, NodeTokens
 from istiod_lite.translate import PodInfo, VipAllocator, translate
 from istiod_lite.translate.inputs import pods_from_deployments
 from istiod_lite.translate.view import TYPE_NAME as WAYPOINT_TYPE
@@ -64,6 +64,16 @@ from meshcore.telemetry.metrics import Registry
 Translator = Callable[[Sequence[Any], Sequence[Pod] | None], Mapping[str, Mapping[str, JSON]]]
 """Typed user resources (``schemas`` objects) and the runner's pods (``None``: no runner) → the pushed
 state: type name → resource key → JSON body."""
+
+class PodSource(Protocol):
+    """Where pods come from: the runner's pods file locally, the API server on Kubernetes."""
+
+    @property
+    def pods(self) -> Sequence[Pod] | None: ...
+
+
+Background = Callable[..., Awaitable[None]]
+"""``async def run(*, task_status)``: started with ``nursery.start`` before istiod_lite reports ready."""
 
 INFO_FILE = "istiod.json"
 APPLIED_FILE = "applied.json"
@@ -209,7 +219,20 @@ class PushMetrics:
 class Istiod:
     """The whole control plane; construct (reads and creates state), then ``await nursery.start(run)``."""
 
-    def __init__(self, options: IstiodOptions, *, translator: Translator | None = None) -> None:
+    def __init__(
+        self,
+        options: IstiodOptions,
+        *,
+        translator: Translator | None = None,
+        config_stores: Sequence[Store] = (),
+        pod_source: PodSource | None = None,
+        authenticator: Authenticator | None = None,
+        background: Sequence[Background] = (),
+        ca: CertificateAuthority | None = None,
+    ) -> None:
+        """``config_stores`` are merged after the directory and applied stores; ``pod_source`` replaces the
+        runner's pods file; ``authenticator`` replaces node tokens; ``background`` tasks start before
+        readiness (e.g. the Kubernetes store, which must have listed once)."""
         self.options = options
         state = options.state_dir
         try:
@@ -226,7 +249,7 @@ class Istiod:
             )
         self._translator: Translator = translator if translator is not None else MeshTranslation()
         self.translator_name = str(getattr(self._translator, "name", getattr(translator, "__qualname__", "custom")))
-        self.ca = CertificateAuthority.load_or_create(state)
+        self.ca = ca if ca is not None else CertificateAuthority.load_or_create(state)
         self.tokens = NodeTokens(state)
         self.applied = AppliedStore(state / APPLIED_FILE)
         self.directory = (
@@ -234,9 +257,16 @@ class Istiod:
             if options.config_dir is not None
             else None
         )
-        self.pods = PodInventoryFile(state / INVENTORY_FILE, poll_interval=options.poll_interval)
-        self.pods.scan()
-        stores: list[Store] = [s for s in (self.directory, self.applied, self.pods) if s is not None]
+        self.pod_file = PodInventoryFile(state / INVENTORY_FILE, poll_interval=options.poll_interval)
+        self.pod_file.scan()
+        self.pods: PodSource = pod_source if pod_source is not None else self.pod_file
+        self.authenticator: Authenticator = (
+            authenticator if authenticator is not None else NodeTokenAuthenticator(self.tokens)
+        )
+        self.background = tuple(background)
+        stores: list[Store] = [
+            s for s in (self.directory, self.applied, self.pod_file, *config_stores) if s is not None
+        ]
         self.store = MergedStore(stores)
         self.push = PushServer(
             types=getattr(self._translator, "types", None),
@@ -333,7 +363,7 @@ class Istiod:
         AdminApi(self).mount(self.admin)
         control = ControlServer(
             ssl_context=serving_context(self.ca, ip_addresses=_ip_sans(options.host)),
-            authenticator=NodeTokenAuthenticator(self.tokens),
+            authenticator=self.authenticator,
             handlers={"/v1/ca": self.csr, "/v1/xds": self.push.handler},
             host=options.host,
             port=options.control_port,
@@ -342,7 +372,9 @@ class Istiod:
             async with trio.open_nursery() as nursery:
                 if self.directory is not None:
                     await nursery.start(self.directory.run)
-                await nursery.start(self.pods.run)
+                await nursery.start(self.pod_file.run)
+                for task in self.background:
+                    await nursery.start(task)
                 await nursery.start(self.push.run)
                 await nursery.start(
                     feed, SettledStore(self.store, quiet=options.translate_debounce), self.build, self.push

@@ -6,6 +6,7 @@ import click
 
 from meshctl.commands import register as register_control_plane_verbs
 from meshctl.commands_up import register as register_runner_verbs
+from meshctl.install import install
 from meshctl.validate import validate
 
 
@@ -15,5 +16,6 @@ def cli() -> None:
 
 
 cli.add_command(validate)
+cli.add_command(install)  # Kubernetes manifests of deploy/ (meshctl/install.py)
 register_control_plane_verbs(cli)  # apply, delete, get, proxy-status (meshctl/commands/)
 register_runner_verbs(cli)  # up, status, exec, logs, demo (meshctl/commands_up.py)
