@@ -9,6 +9,7 @@ so both HTTP/1.1 and h2c work on the same port.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 
@@ -78,6 +79,8 @@ class Inbound:
             await serve_http2(inner, _bind(self._forwarder, h2_downstream), peer=request.peer_address)
         else:
             await serve_http1(inner, _bind(self._forwarder, downstream))
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_eof()  # the client reads the last answer to its end, then the tunnel closes
 
     async def _tcp(self, stream: trio.abc.HalfCloseableStream, downstream: Downstream) -> None:
         service = downstream.service

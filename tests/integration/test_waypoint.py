@@ -282,3 +282,153 @@ async def test_x_request_id_and_traceparent_reach_the_app(mesh: Mesh) -> None:
     assert by_kind["SERVER"]["parent_span_id"] == "b7ad6b7169203331"
     assert by_kind["CLIENT"]["parent_span_id"] == by_kind["SERVER"]["span_id"]
     assert seen["traceparent"].split("-")[2] == by_kind["CLIENT"]["span_id"]
+
+
+# ------------------------------------------------------------------------------------------- resilience
+
+
+@pytest.mark.slow
+async def test_abort_10_percent_is_statistically_10_percent(mesh: Mesh) -> None:
+    replies = await fan_out(mesh.client, mesh.web, ["/abort"] * 3000)
+    aborted = [r for r in replies if r.status == 503]
+    assert {r.status for r in replies} <= {200, 503}
+    low, high = interval_999(3000, 0.10)
+    assert low <= len(aborted) <= high, f"{len(aborted)} of 3000 aborted"
+    assert {r.body for r in aborted} == {b"fault filter abort"}
+    assert mesh.apps["web"].received["/abort"] == 3000 - len(aborted), "an aborted request never goes upstream"
+    text = await metrics_text(mesh.waypoint)
+    assert series(text, "istio_requests_total", response_code="503", response_flags="FI") == len(aborted)
+
+
+async def test_retries_turn_one_failure_in_three_into_full_success(mesh: Mesh) -> None:
+    # One request at a time, so the arithmetic below is exact: the app fails every third *arrival*.
+    # With 4 concurrent clients a 503 showed up now and then: concurrent retries can land on failing
+    # turns again, and Envoy's default budget (3 concurrent retries) refuses a fourth with UO.
+    replies = await fan_out(mesh.client, mesh.web, ["/flaky"] * 90, workers=1)
+    assert [r.status for r in replies] == [200] * 90
+    sent_upstream = mesh.apps["web"].received["/flaky"]
+    assert sent_upstream - sent_upstream // 3 == 90, "every third arrival failed and was retried"
+    lines = await logged(mesh.waypoint, 90, route="flaky")
+    assert len(lines) == 90 and {line["status"] for line in lines} == {200}
+    assert sum(int(str(line["attempts"])) for line in lines) == sent_upstream
+
+
+async def test_route_timeout_answers_504_ut(mesh: Mesh) -> None:
+    async with mesh.client.http(mesh.web) as session:
+        started = trio.current_time()
+        reply = await session.request("/slow")
+        elapsed = trio.current_time() - started
+    assert (reply.status, reply.body) == (504, b"upstream request timeout")
+    assert elapsed < 1.5, "the 0.3 s route timeout fired long before the app's 2 s answer"
+    line = (await logged(mesh.waypoint, 1, route="slow"))[0]
+    assert line["response_flags"] == "UT" and line["status"] == 504
+
+
+async def cluster_state(mesh: Mesh, name: str) -> dict[str, dict[str, object]]:
+    host, port = split(mesh.waypoint.addresses["admin"])
+    dump = (await http_request(host, port, "GET", "/config_dump")).json()
+    cluster = next(c for c in dump["clusters"] if c["name"] == name)
+    return {e["labels"]["workload"]: e for e in cluster["endpoints"]}
+
+
+async def test_outlier_detection_ejects_and_returns_after_base_ejection_time(mesh: Mesh) -> None:
+    name = f"outbound|80|pair|{WEB}"
+    async with mesh.client.http(mesh.web) as session:
+        first = [await session.request("/eject") for _ in range(6)]
+        assert sorted(r.status for r in first) == [200, 200, 200, 500, 500, 500]
+        state = await cluster_state(mesh, name)
+        assert state["web-bad"]["ejected"] is True and state["web"]["ejected"] is False
+        assert state["web-bad"]["ejections_total"] == 1
+        during = [await session.request("/eject") for _ in range(20)]
+        assert {(r.status, r.headers["x-app"]) for r in during} == {(200, "web")}
+        await trio.sleep(1.5)  # baseEjectionTime 1 s, swept every 0.2 s
+        state = await cluster_state(mesh, name)
+        assert state["web-bad"]["ejected"] is False
+        after = [await session.request("/eject") for _ in range(4)]
+        assert "web-bad" in {r.headers["x-app"] for r in after}, "the endpoint is back in rotation"
+
+
+# ------------------------------------------------------------------------------------------- authz
+
+
+async def test_l7_authorization_by_path_method_and_principal(mesh: Mesh) -> None:
+    async with mesh.client.http(mesh.web) as session:
+        admin = await session.request("/admin/users")
+        delete = await session.request("/headers", method="DELETE")
+        private = await session.request("/private/data")
+    assert (admin.status, admin.body) == (403, b"RBAC: access denied")
+    assert (delete.status, delete.body) == (403, b"RBAC: access denied")
+    assert private.status == 200
+    async with mesh.intruder.http(mesh.web) as session:
+        refused = await session.request("/private/data")
+        allowed = await session.request("/headers")
+    assert (refused.status, refused.body) == (403, b"RBAC: access denied")
+    assert allowed.status == 200
+    assert mesh.apps["web"].received["/admin"] == 0 and mesh.apps["web"].received["/private"] == 1
+    line = (await logged(mesh.waypoint, 1, path="/private/data", status=403))[0]
+    assert line["src.identity"] == INTRUDER.uri
+    assert line["error"] == "rbac_access_denied_matched_policy[prod/private-client-only]"
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+async def raw_exchange(mesh: Mesh, payload: bytes) -> bytes:
+    """Send raw bytes in a fresh tunnel to the web service; everything the waypoint answers until it closes."""
+    async with mesh.client.tunnel(mesh.web) as stream:
+        await stream.send_all(payload)
+        received = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+    return received  # EOF: the waypoint closed the connection after answering
+
+
+async def test_bad_input_is_answered_while_other_connections_keep_working(mesh: Mesh) -> None:
+    broken_chunked = (b"POST /headers HTTP/1.1\r\nhost: web\r\ntransfer-encoding: chunked\r\n\r\n"
+                      b"zz\r\nhello\r\n0\r\n\r\n")
+    huge = b"GET /headers HTTP/1.1\r\nhost: web\r\nx-big: " + b"a" * (61 * 1024) + b"\r\n\r\n"
+    smuggling = (b"POST /headers HTTP/1.1\r\nhost: web\r\ncontent-length: 5\r\n"
+                 b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+    async with mesh.client.http(mesh.web) as survivor:
+        assert (await survivor.request("/headers")).status == 200
+        for payload, status in ((broken_chunked, b"400"), (huge, b"431"), (smuggling, b"400")):
+            answer = await raw_exchange(mesh, payload)
+            assert answer.startswith(b"HTTP/1.1 " + status), answer[:80]
+            assert (await survivor.request("/headers")).status == 200, "the other connection keeps working"
+    assert mesh.apps["web"].received["/headers"] == 4, "no bad request reached the app"
+    async with mesh.client.http(mesh.web) as fresh:
+        assert (await fresh.request("/headers")).status == 200
+
+
+# ------------------------------------------------------------------------------------------- reload
+
+
+@pytest.mark.slow
+async def test_weight_change_applies_within_a_second_without_failures(mesh: Mesh) -> None:
+    results: list[tuple[float, int, str]] = []
+    changed_at = 0.0
+
+    async def worker() -> None:
+        async with mesh.client.http(mesh.search) as session:
+            while changed_at == 0.0 or trio.current_time() < changed_at + 2.5:
+                started = trio.current_time()
+                reply = await session.request("/search")
+                results.append((started, reply.status, reply.version))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(8):
+            nursery.start_soon(worker)
+        await trio.sleep(1.5)
+        write_view(mesh.config, build_view(mesh.block, v1=100, v2=0, version="2"))
+        changed_at = trio.current_time()
+    assert {status for _, status, _ in results} == {200}, "no request failed during the change"
+    before = [version for started, _, version in results if started < changed_at]
+    settled = [version for started, _, version in results if started > changed_at + 1.0]
+    assert "v2" in before and len(before) > 200
+    assert len(settled) > 200 and set(settled) == {"v1"}, "new requests follow the new weights within 1 s"
+    host, port = split(mesh.waypoint.addresses["admin"])
+    dump = (await http_request(host, port, "GET", "/config_dump")).json()
+    assert dump["view"]["version"] == "2"
+    split_route = next(r for r in dump["routes"] if r["service"] == f"{SEARCH}:80")["routes"][-1]
+    assert [d["weight"] for d in split_route["destinations"]] == [100, 0]
