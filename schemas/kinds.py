@@ -96,7 +96,7 @@ KINDS: dict[tuple[str, str], KindInfo] = {
         ),
         _info(gateway.Gateway, "gateways", check=gateway.check_gateway, short_names=("gtw",)),
         _info(gateway.HTTPRoute, "httproutes", check=gateway.check_http_route),
-        _info(core.Namespace, "namespaces", namespaced=False),
+        _info(core.Namespace, "namespaces", namespaced=False, short_names=("ns",)),
         _info(core.Service, "services", check=core.check_service, short_names=("svc",)),
         _info(core.ServiceAccount, "serviceaccounts", short_names=("sa",)),
         _info(core.Deployment, "deployments", check=core.check_deployment, short_names=("deploy",)),

@@ -1,0 +1,1 @@
+"""Operator verbs shaped like istioctl's: enroll namespaces, shift canaries, report versions."""
