@@ -16,6 +16,7 @@ import yaml
 from meshctl.commands.common import control_plane_options, resource_name, run_call
 from meshctl.control_plane import ControlPlaneClient, find_admin
 from meshctl.operator.manifests import CanarySpecError, canary_resources, namespace_with_mode, parse_weights
+from meshctl.operator.ztunnel_config import ztunnel_config
 
 
 def _apply_manifests(state_dir: Path, istiod_admin: str | None, manifests: list[dict[str, Any]]) -> None:
@@ -108,6 +109,7 @@ def version(state_dir: Path, istiod_admin: str | None) -> None:
 
 
 def register(group: click.Group) -> None:
+    group.add_command(ztunnel_config)
     group.add_command(namespace)
     group.add_command(canary)
     group.add_command(version)

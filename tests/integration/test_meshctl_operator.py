@@ -98,3 +98,25 @@ def test_canary_set_moves_observed_traffic_and_rolls_back(mesh: Path) -> None:
     assert back.returncode == 0, back.stderr
     settle(state, "v1")
     assert versions_seen(state, 20) == Counter({"v1": 20})
+
+
+@pytest.mark.slow
+def test_ztunnel_config_shows_what_each_ztunnel_holds(mesh: Path) -> None:
+    state = mesh
+    workloads = meshctl("ztunnel-config", "workloads", "-o", "json", "--state-dir", str(state))
+    assert workloads.returncode == 0, workloads.stderr
+    by_node = json.loads(workloads.stdout)
+    assert sorted(by_node) == ["node-1", "node-2"]  # meshctl up names its nodes from 1
+    names = {w["name"] for node in by_node.values() for w in node}
+    assert {"search-service-v1-0", "search-service-v2-0", "client-0"} <= names
+
+    certificates = meshctl("ztunnel-config", "certificates", "--state-dir", str(state))
+    assert certificates.returncode == 0, certificates.stderr
+    lines = certificates.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NODE", "IDENTITY", "STATE"]
+    assert any("spiffe://cluster.local/ns/prod/sa/client" in line and "Available" in line for line in lines)
+
+    table = meshctl("ztunnel-config", "services", "--node", "node-1", "--state-dir", str(state))
+    assert table.returncode == 0 and f"{HOST}" in table.stdout
+    missing = meshctl("ztunnel-config", "services", "--node", "nope", "--state-dir", str(state))
+    assert missing.returncode == 1 and "no ztunnel on node nope" in missing.stderr
