@@ -83,17 +83,25 @@ def canary_resources(
     return [virtual_service, destination_rule]
 
 
-def namespace_with_mode(existing: Mapping[str, Any] | None, namespace: str, *, enrolled: bool) -> dict[str, Any]:
-    """The Namespace with ``istio.io/dataplane-mode: ambient`` set or removed, other fields kept."""
+def namespace_with_labels(
+    existing: Mapping[str, Any] | None, namespace: str, labels: Mapping[str, str | None]
+) -> dict[str, Any]:
+    """The Namespace with ``labels`` set (a ``None`` value removes that label), other fields kept."""
     manifest: dict[str, Any] = (
         copy.deepcopy(dict(existing)) if existing else {"apiVersion": "v1", "kind": "Namespace", "metadata": {}}
     )
     metadata = manifest.setdefault("metadata", {})
     metadata["name"] = namespace
-    labels = dict(metadata.get("labels") or {})
-    if enrolled:
-        labels[DATAPLANE_MODE] = AMBIENT
-    else:
-        labels.pop(DATAPLANE_MODE, None)
-    metadata["labels"] = labels
+    merged = dict(metadata.get("labels") or {})
+    for key, value in labels.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    metadata["labels"] = merged
     return manifest
+
+
+def namespace_with_mode(existing: Mapping[str, Any] | None, namespace: str, *, enrolled: bool) -> dict[str, Any]:
+    """The Namespace with ``istio.io/dataplane-mode: ambient`` set or removed, other fields kept."""
+    return namespace_with_labels(existing, namespace, {DATAPLANE_MODE: AMBIENT if enrolled else None})

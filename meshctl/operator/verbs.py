@@ -8,37 +8,21 @@ from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import click
 import yaml
 
-from meshctl.commands.common import control_plane_options, resource_name, run_call
-from meshctl.control_plane import ControlPlaneClient, find_admin
+from meshctl.commands.common import control_plane_options
+from meshctl.control_plane import find_admin
+from meshctl.operator.apply import apply_manifests, current_manifest
 from meshctl.operator.manifests import CanarySpecError, canary_resources, namespace_with_mode, parse_weights
+from meshctl.operator.waypoint import waypoint
 from meshctl.operator.ztunnel_config import ztunnel_config
 
 
-def _apply_manifests(state_dir: Path, istiod_admin: str | None, manifests: list[dict[str, Any]]) -> None:
-    text = yaml.safe_dump_all(manifests, sort_keys=False)
-
-    async def call(client: ControlPlaneClient) -> Any:
-        return await client.apply(text, source="meshctl")
-
-    answer = run_call(state_dir, istiod_admin, call)
-    for warning in answer.get("warnings", []):
-        click.echo(f"warning: {warning}", err=True)
-    for row in answer["results"]:
-        click.echo(f"{resource_name(row)} {row['result']}")
-
-
 def _set_enrollment(namespace: str, state_dir: Path, istiod_admin: str | None, *, enrolled: bool) -> None:
-    async def current(client: ControlPlaneClient) -> Any:
-        return await client.resources("Namespace", None)
-
-    answer = run_call(state_dir, istiod_admin, current)
-    existing = next((item["manifest"] for item in answer["items"] if item["name"] == namespace), None)
-    _apply_manifests(state_dir, istiod_admin, [namespace_with_mode(existing, namespace, enrolled=enrolled)])
+    existing = current_manifest(state_dir, istiod_admin, "Namespace", namespace)
+    apply_manifests(state_dir, istiod_admin, [namespace_with_mode(existing, namespace, enrolled=enrolled)])
 
 
 @click.group()
@@ -88,7 +72,7 @@ def set_weights(
     if dry_run:
         click.echo(yaml.safe_dump_all(manifests, sort_keys=False), nl=False)
         return
-    _apply_manifests(state_dir, istiod_admin, manifests)
+    apply_manifests(state_dir, istiod_admin, manifests)
 
 
 @click.command()
@@ -109,6 +93,7 @@ def version(state_dir: Path, istiod_admin: str | None) -> None:
 
 
 def register(group: click.Group) -> None:
+    group.add_command(waypoint)
     group.add_command(ztunnel_config)
     group.add_command(namespace)
     group.add_command(canary)

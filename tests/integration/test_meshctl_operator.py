@@ -60,19 +60,30 @@ def settle(state: Path, expected: str, timeout: float = 20) -> None:
         time.sleep(0.5)
 
 
-@pytest.fixture
-def mesh(spawn: Spawner, tmp_path: Path) -> Iterator[Path]:
-    """The demo's mesh (waypoint, search-service v1 and v2) without its routing and load, plus a client."""
-    documents = [
-        doc
-        for doc in yaml.safe_load_all(demo_manifests())
-        if doc["kind"] not in ("VirtualService", "DestinationRule") and doc["metadata"]["name"] != "loadgen"
-    ]
+def start_mesh(spawn: Spawner, tmp_path: Path, *, with_waypoint: bool) -> tuple[Component, Path]:
+    """The demo's apps (search-service v1 and v2) without its routing and load, plus a client pod;
+    with or without the demo's waypoint (and the namespace's use-waypoint label)."""
+    documents = []
+    for doc in yaml.safe_load_all(demo_manifests()):
+        if doc["kind"] in ("VirtualService", "DestinationRule") or doc["metadata"]["name"] == "loadgen":
+            continue
+        if not with_waypoint:
+            if doc["kind"] == "Gateway":
+                continue
+            if doc["kind"] == "Namespace":
+                doc["metadata"]["labels"].pop("istio.io/use-waypoint")
+        documents.append(doc)
     manifests = tmp_path / "app.yaml"
     manifests.write_text(yaml.safe_dump_all(documents) + "---\n" + CLIENT)
     state = tmp_path / "state"
     up = spawn.start("meshctl-up", [MESHCTL, "up", "-f", str(manifests), "--state-dir", str(state)], wait_ready=False)
     up.wait_for_line(lambda line: line.startswith("mesh is up"), timeout=90)
+    return up, state
+
+
+@pytest.fixture
+def mesh(spawn: Spawner, tmp_path: Path) -> Iterator[Path]:
+    up, state = start_mesh(spawn, tmp_path, with_waypoint=True)
     yield state
     _drain(up)
 
@@ -120,3 +131,57 @@ def test_ztunnel_config_shows_what_each_ztunnel_holds(mesh: Path) -> None:
     assert table.returncode == 0 and f"{HOST}" in table.stdout
     missing = meshctl("ztunnel-config", "services", "--node", "nope", "--state-dir", str(state))
     assert missing.returncode == 1 and "no ztunnel on node nope" in missing.stderr
+
+
+VIRTUAL_SERVICE = f"""\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: search-api, namespace: prod}}
+spec:
+  hosts: [{HOST}]
+  http:
+  - route:
+    - destination: {{host: {HOST}, subset: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: search-api, namespace: prod}}
+spec:
+  host: {HOST}
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+"""
+
+
+@pytest.mark.slow
+def test_waypoint_apply_enroll_namespace_then_a_virtual_service_changes_routing(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    up, state = start_mesh(spawn, tmp_path, with_waypoint=False)
+    try:
+        before = versions_seen(state, 20)
+        assert set(before) == {"v1", "v2"}, "without a waypoint, ztunnel spreads requests over both versions"
+
+        applied = meshctl("waypoint", "apply", "-n", "prod", "--enroll-namespace", "--wait", "--state-dir", str(state),
+                          timeout=90)
+        assert applied.returncode == 0, applied.stderr
+        assert applied.stdout.splitlines() == [
+            # "created": the namespace came from a manifest file; the label goes into the applied
+            # store, which overrides the file's copy (istiod_lite reports per store).
+            "namespace prod created", "gateway prod/waypoint created", "waypoint prod/waypoint ready",
+        ]
+        listed = meshctl("waypoint", "list", "--state-dir", str(state))
+        assert listed.stdout.splitlines()[1].split() == ["prod", "waypoint", "service", "true"]
+
+        routes = tmp_path / "v2-only.yaml"
+        routes.write_text(VIRTUAL_SERVICE)
+        assert meshctl("apply", "-f", str(routes), "--state-dir", str(state)).returncode == 0
+        settle(state, "v2")
+        assert versions_seen(state, 20) == Counter({"v2": 20})
+
+        deleted = meshctl("waypoint", "delete", "waypoint", "-n", "prod", "--state-dir", str(state))
+        assert deleted.returncode == 0 and deleted.stdout.strip() == "gateway prod/waypoint deleted"
+        assert meshctl("waypoint", "list", "--state-dir", str(state)).stdout.splitlines()[1:] == []
+    finally:
+        _drain(up)
