@@ -15,6 +15,7 @@ import yaml
 from meshctl.commands.common import control_plane_options
 from meshctl.control_plane import find_admin
 from meshctl.operator.apply import apply_manifests, current_manifest
+from meshctl.operator.completion import completion
 from meshctl.operator.manifests import CanarySpecError, canary_resources, namespace_with_mode, parse_weights
 from meshctl.operator.waypoint import waypoint
 from meshctl.operator.ztunnel_config import ztunnel_config
@@ -93,6 +94,7 @@ def version(state_dir: Path, istiod_admin: str | None) -> None:
 
 
 def register(group: click.Group) -> None:
+    group.add_command(completion)
     group.add_command(waypoint)
     group.add_command(ztunnel_config)
     group.add_command(namespace)
