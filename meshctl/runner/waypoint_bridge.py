@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,47 +26,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from istiod_lite.ca import CertificateAuthority
 from istiod_lite.translate import view as pushed
+from istiod_lite.translate.process_view import to_process_view
 from meshcore.admin.client import AdminRequestFailed, http_request
 from meshcore.identity.certs import certificates_pem, private_key_pem
 from meshcore.identity.spiffe import Identity
 from meshctl.runner.inventory import write_json_atomically
-from schemas.discovery import AppProtocol
 from waypoint import view as served
 
 POLL_INTERVAL = 0.25  # a weight change reaches the waypoint within push debounce + this + its reload
-_PROTOCOLS: Mapping[AppProtocol, str] = {
-    AppProtocol.HTTP11: "http",
-    AppProtocol.HTTP2: "http2",
-    AppProtocol.GRPC: "grpc",
-    AppProtocol.TCP: "tcp",
-    AppProtocol.TLS: "tcp",
-    AppProtocol.UNKNOWN: "http",  # the waypoint sniffs HTTP/1.1 vs h2c
-}
-
-
 def file_view(view: pushed.WaypointView) -> dict[str, Any]:
-    """istiod_lite's pushed view → the waypoint's ``--config`` JSON (one binding per service port)."""
-    bindings = tuple(
-        served.ServiceBinding(
-            hostname=service.hostname,
-            port=port.port,
-            name=service.name,
-            namespace=service.namespace,
-            vips=service.vips,
-            app_protocol=_PROTOCOLS[port.app_protocol],
-        )
-        for service in view.services
-        for port in service.ports
-    )
-    clusters = tuple(
-        served.ClusterConfig(key=cluster.key, policy=cluster.policy, endpoints=cluster.endpoints)
-        for cluster in view.clusters
-    )
-    document = served.view_to_json(
-        served.WaypointView(
-            services=bindings, route_tables=view.route_tables, clusters=clusters, l7_policies=view.policies
-        )
-    )
+    """istiod_lite's pushed view → the waypoint's ``--config`` JSON (one binding per service port).
+
+    The shape conversion itself is :func:`istiod_lite.translate.process_view.to_process_view`; this adds
+    the content version the waypoint reports in its config dump.
+    """
+    document = served.view_to_json(to_process_view(view))
     document["version"] = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
     return document
 
