@@ -20,6 +20,7 @@ from meshctl.commands.common import control_plane_options, run_call
 from meshctl.control_plane import ControlPlaneClient
 from meshctl.operator.apply import apply_manifests, current_manifest
 from meshctl.operator.manifests import namespace_with_labels
+from meshctl.operator.ztunnel_config import fetch_config_dump, render_table
 from meshctl.runner.state import read_status
 
 WAYPOINT_CLASS = "istio-waypoint"
@@ -122,3 +123,30 @@ def delete_waypoint(name: str, namespace: str, state_dir: Path, istiod_admin: st
         click.echo(f"gateway {row['namespace']}/{row['name']} {row['result']}")
     if any(row["result"] != "deleted" for row in answer["results"]):
         raise SystemExit(1)
+
+
+@waypoint.command(name="status")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=Path(".mesh"),
+              show_default=True, help="The mesh's state directory (where `meshctl up` keeps it).")
+def waypoint_status(state_dir: Path) -> None:
+    """Each running waypoint proxy: ready or not, its admin address, and the view version it serves."""
+    try:
+        status = read_status(state_dir)
+    except MeshError as exc:
+        raise click.ClickException(str(exc)) from exc
+    rows: list[tuple[str, ...]] = []
+    for proxy in status.get("proxies", []):
+        if proxy.get("kind") != "waypoint":
+            continue
+        version = "-"
+        if proxy.get("ready") and proxy.get("admin"):
+            try:
+                dump = fetch_config_dump(str(proxy["admin"]))
+                version = str(dump.get("view", {}).get("version", "-"))
+            except (OSError, ValueError, MeshError) as exc:
+                version = f"unreachable ({exc})"
+        rows.append((str(proxy["name"]), str(proxy.get("ready", False)).lower(), str(proxy.get("admin", "-")), version))
+    if not rows:
+        click.echo(f"no waypoint is running in the mesh at {state_dir}")
+        return
+    click.echo(render_table(("NAME", "READY", "ADMIN", "VIEW VERSION"), rows))

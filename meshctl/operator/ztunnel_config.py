@@ -95,14 +95,21 @@ def _admin_address(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
+async def _config_dump(admin: str) -> dict[str, Any]:
+    host, port = _admin_address(admin)
+    response = await http_request(host, port, "GET", "/config_dump", timeout=10)
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def fetch_config_dump(admin: str) -> dict[str, Any]:
+    """One proxy's ``/config_dump`` (blocking; for CLI verbs)."""
+    return trio.run(_config_dump, admin)
+
+
 async def fetch_dumps(ztunnels: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """node → that node's ztunnel ``/config_dump``."""
-    dumps: dict[str, dict[str, Any]] = {}
-    for node, admin in sorted(ztunnels.items()):
-        host, port = _admin_address(admin)
-        response = await http_request(host, port, "GET", "/config_dump", timeout=10)
-        dumps[node] = response.json()
-    return dumps
+    return {node: await _config_dump(admin) for node, admin in sorted(ztunnels.items())}
 
 
 @click.command(name="ztunnel-config")

@@ -173,6 +173,11 @@ def test_waypoint_apply_enroll_namespace_then_a_virtual_service_changes_routing(
         ]
         listed = meshctl("waypoint", "list", "--state-dir", str(state))
         assert listed.stdout.splitlines()[1].split() == ["prod", "waypoint", "service", "true"]
+        running = meshctl("waypoint", "status", "--state-dir", str(state)).stdout.splitlines()
+        assert running[0].split() == ["NAME", "READY", "ADMIN", "VIEW", "VERSION"]
+        name, ready, admin, version = running[1].split()
+        assert (name, ready) == ("waypoint-prod-waypoint", "true") and admin.startswith("http://127.")
+        assert len(version) == 16, "the waypoint reports the content version of the view it serves"
 
         routes = tmp_path / "v2-only.yaml"
         routes.write_text(VIRTUAL_SERVICE)
