@@ -1,9 +1,5 @@
-"""meshctl apply/delete/get/proxy-status against an in-process istiod_lite (loopback, temp state dir).
-
-Each command runs through click's CliRunner in a worker thread (the command runs its own trio loop)
-while the test's trio loop serves istiod_lite, so the whole path — finding the admin address in
-``istiod.json``, HTTP, validation, stores — is the real one.
-"""
+"""meshctl apply/delete/get/proxy-status against an in-process istiod_lite (loopback, temp state dir),
+run as described in tests/unit/meshctl/in_process_istiod.py."""
 
 from __future__ import annotations
 
@@ -15,15 +11,13 @@ from pathlib import Path
 
 import click
 import pytest
-import structlog
 import trio
 import yaml
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from istiod_lite.server import Istiod, IstiodOptions
-from meshcore.telemetry.logs import configure_logging
 from meshctl.commands import register
 from meshctl.commands.proxy_status import render
+from tests.unit.meshctl.in_process_istiod import invoke, logs_to_the_real_stderr, running_istiod
 
 CART = "apiVersion: v1\nkind: Service\nmetadata: {name: cart}\nspec: {ports: [{port: 8080}]}\n"
 SEARCH = "apiVersion: v1\nkind: Service\nmetadata: {name: search, namespace: prod}\nspec: {ports: [{port: 80}]}\n"
@@ -31,10 +25,8 @@ SEARCH = "apiVersion: v1\nkind: Service\nmetadata: {name: search, namespace: pro
 
 @pytest.fixture(autouse=True)
 def _logs_to_the_real_stderr() -> Iterator[None]:
-    """CliRunner swaps sys.stdout for the command's output; istiod_lite's logs must not land in it."""
-    configure_logging("warning", stream=sys.__stderr__)
-    yield
-    structlog.reset_defaults()
+    with logs_to_the_real_stderr():
+        yield
 
 
 def _group() -> click.Group:
@@ -47,18 +39,13 @@ def _group() -> click.Group:
 
 
 async def _invoke(*args: str) -> Result:
-    runner = CliRunner()
-    return await trio.to_thread.run_sync(lambda: runner.invoke(_group(), list(args), catch_exceptions=False))
+    return await invoke(_group(), *args)
 
 
 @pytest.fixture
 async def state_dir(tmp_path: Path) -> AsyncIterator[Path]:
-    state = tmp_path / "state"
-    istiod = Istiod(IstiodOptions(state_dir=state, control_port=0, admin_port=0))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(istiod.run)
+    async with running_istiod(tmp_path) as state:
         yield state
-        nursery.cancel_scope.cancel()
 
 
 async def test_apply_get_and_delete_round_trip(state_dir: Path, tmp_path: Path) -> None:

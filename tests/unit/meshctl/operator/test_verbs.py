@@ -1,35 +1,25 @@
-"""meshctl namespace/canary/version against an in-process istiod_lite (real admin API, stores, translation).
-
-Like tests/unit/meshctl/test_commands_control_plane.py: each command runs through click's CliRunner in
-a worker thread while the test's trio loop serves istiod_lite.
-"""
+"""meshctl namespace/canary/version against an in-process istiod_lite (real admin API, stores,
+translation), run as described in tests/unit/meshctl/in_process_istiod.py."""
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import click
 import pytest
-import structlog
-import trio
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from istiod_lite.server import Istiod, IstiodOptions
-from meshcore.admin.client import http_request
-from meshcore.telemetry.logs import configure_logging
 from meshctl.commands import register as register_control_plane
-from meshctl.control_plane import find_admin
 from meshctl.operator.verbs import register
+from tests.unit.meshctl.in_process_istiod import invoke, logs_to_the_real_stderr, running_istiod
 
 
 @pytest.fixture(autouse=True)
 def _logs_to_the_real_stderr() -> Iterator[None]:
-    configure_logging("warning", stream=sys.__stderr__)
-    yield
-    structlog.reset_defaults()
+    with logs_to_the_real_stderr():
+        yield
 
 
 def _group() -> click.Group:
@@ -43,26 +33,13 @@ def _group() -> click.Group:
 
 
 async def _invoke(*args: str) -> Result:
-    runner = CliRunner()
-    return await trio.to_thread.run_sync(lambda: runner.invoke(_group(), list(args), catch_exceptions=False))
+    return await invoke(_group(), *args)
 
 
 @pytest.fixture
 async def state_dir(tmp_path: Path) -> AsyncIterator[Path]:
-    state = tmp_path / "state"
-    istiod = Istiod(IstiodOptions(state_dir=state, control_port=0, admin_port=0))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(istiod.run)
+    async with running_istiod(tmp_path) as state:
         yield state
-        nursery.cancel_scope.cancel()
-
-
-async def _config_dump(state: Path) -> dict[str, object]:
-    target = find_admin(state)
-    host, _, port = target.address.rpartition(":")
-    response = await http_request(host, int(port), "GET", "/debug/config_dump")
-    dump: dict[str, object] = response.json()
-    return dump
 
 
 async def test_namespace_enroll_keeps_labels_and_unenroll_reverts(state_dir: Path, tmp_path: Path) -> None:
