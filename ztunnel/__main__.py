@@ -7,6 +7,7 @@ bad command line, 1 when the proxy cannot start (the message says what to fix).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -30,13 +31,24 @@ async def _drain_on_signal(drain: Drain) -> None:
             drain.request()
 
 
+async def _drain_when_main_exits(drain: Drain) -> None:
+    """A worker's stdin is a pipe from its node's main ztunnel: EOF means "drain" (or "main is gone")."""
+    async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+        while await stdin.receive_some(4096):
+            pass
+    log.info("main_process_gone", action="drain")
+    drain.request()
+
+
 async def serve(config: ZtunnelConfig) -> None:
     ztunnel = Ztunnel(config)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_drain_on_signal, ztunnel.drain)
+        if config.is_worker:
+            nursery.start_soon(_drain_when_main_exits, ztunnel.drain)
         async with trio.open_nursery() as proxy:
             addresses = await proxy.start(ztunnel.run)
-            announce_ready("ztunnel", addresses, node=config.node)
+            announce_ready("ztunnel", addresses, node=config.node, worker=config.worker_index)
         # ztunnel.run returned: its drain is over, so stop watching for signals
         nursery.cancel_scope.cancel()
 

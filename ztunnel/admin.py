@@ -24,6 +24,7 @@ class ReadinessFacts:
     missing_certificates: tuple[str, ...]
     pending_listeners: tuple[str, ...]
     listener_errors: Mapping[str, str] = attrs.field(factory=dict)
+    pending_workers: tuple[str, ...] = ()
 
 
 def readiness(facts: ReadinessFacts) -> str | None:
@@ -38,6 +39,8 @@ def readiness(facts: ReadinessFacts) -> str | None:
         return "; ".join(f"{uid}: {error}" for uid, error in sorted(facts.listener_errors.items()))
     if facts.pending_listeners:
         return f"listeners not running for {', '.join(sorted(facts.pending_listeners))}"
+    if facts.pending_workers:
+        return f"not serving: {', '.join(facts.pending_workers)}"
     return None
 
 
@@ -52,6 +55,8 @@ def config_dump(
     pool: Mapping[str, Any],
     draining: bool,
     open_connections: int,
+    workers: Iterable[Mapping[str, Any]] = (),
+    worker_index: int = 0,
 ) -> dict[str, Any]:
     """The ``/config_dump`` document: state as pushed (JSON form), certificates with state, listeners."""
     return {
@@ -68,4 +73,6 @@ def config_dump(
         "pool": dict(pool),
         "draining": draining,
         "open_connections": open_connections,
+        "worker_index": worker_index,
+        "workers": list(workers),
     }

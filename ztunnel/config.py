@@ -55,10 +55,43 @@ class ZtunnelConfig:
     explicit_proxy_port: int = DEFAULT_EXPLICIT_PROXY_PORT
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     log_level: str = "info"
+    workers: int = 1
+    worker_index: int = 0
 
     @property
     def uses_local_config(self) -> bool:
         return self.local_config is not None
+
+    @property
+    def reuse_port(self) -> bool:
+        """Whether pod listeners join a ``SO_REUSEPORT`` group shared with sibling worker processes."""
+        return self.workers > 1 or self.worker_index > 0
+
+    @property
+    def is_worker(self) -> bool:
+        """A worker process started by a node's main ztunnel (``--workers``), not the main process."""
+        return self.worker_index > 0
+
+    def worker_argv(self, index: int) -> list[str]:
+        """The command-line flags of worker ``index``: the same node, sources and pod ports as this
+        process, admin ports chosen by the kernel (the main process owns the standard ones)."""
+        argv = ["--node", self.node, "--node-address", self.node_address]
+        for flag, value in (
+            ("--local-config", self.local_config),
+            ("--cert-dir", self.cert_dir),
+            ("--istiod", self.istiod),
+            ("--token-file", self.token_file),
+            ("--root-cert", self.root_cert),
+        ):
+            if value is not None:
+                argv += [flag, str(value)]
+        argv += [
+            "--admin-port", "0", "--metrics-port", "0", "--ready-port", "0",
+            "--hbone-port", str(self.hbone_port), "--explicit-proxy-port", str(self.explicit_proxy_port),
+            "--drain-seconds", str(self.drain_seconds), "--log-level", self.log_level,
+            "--worker-index", str(index),
+        ]
+        return argv
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--drain-seconds", type=float, default=DEFAULT_DRAIN_SECONDS,
                         help="how long open connections may finish after /quitquitquit or SIGTERM")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes serving this node's pods (one core each); the pod ports are shared "
+                             "with SO_REUSEPORT, the admin ports and /metrics stay with the main process")
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
 
@@ -110,6 +147,8 @@ def parse_args(argv: Sequence[str]) -> ZtunnelConfig:
         explicit_proxy_port=ns.explicit_proxy_port,
         drain_seconds=ns.drain_seconds,
         log_level=ns.log_level,
+        workers=ns.workers,
+        worker_index=ns.worker_index,
     )
     problems = check(config)
     if problems:
@@ -147,6 +186,13 @@ def check(config: ZtunnelConfig) -> list[str]:
     ):
         if not 0 <= port <= 65535:
             problems.append(f"{flag} {port} is outside 0..65535")
+    if config.workers < 1:
+        problems.append(f"--workers {config.workers} must be at least 1")
+    if config.workers > 1 and 0 in (config.hbone_port, config.explicit_proxy_port):
+        problems.append("--workers > 1 needs fixed --hbone-port and --explicit-proxy-port: workers share "
+                        "each pod's listening port, so the kernel cannot pick a different one per process")
+    if config.worker_index < 0 or (config.worker_index > 0 and config.workers != 1):
+        problems.append("--worker-index is set by the main ztunnel for its workers; do not combine it with --workers")
     if config.drain_seconds < 0:
         problems.append(f"--drain-seconds {config.drain_seconds} must not be negative")
     try:

@@ -19,6 +19,7 @@ import contextlib
 import structlog
 import trio
 
+from meshcore.net.listeners import open_tcp_listeners
 from meshcore.ready import format_address
 from schemas.discovery import Workload
 from ztunnel.accept import bound_address, serve_until_drained
@@ -53,8 +54,11 @@ async def read_request(stream: trio.abc.Stream, parser: ExplicitProxyParser) -> 
 class ExplicitProxyListener:
     """SOCKS5 / HTTP CONNECT / absolute-form HTTP on ``host:port`` for ``workload``'s outbound traffic."""
 
-    def __init__(self, workload: Workload, *, host: str, port: int, outbound: Outbound, drain: Drain) -> None:
+    def __init__(
+        self, workload: Workload, *, host: str, port: int, outbound: Outbound, drain: Drain, reuse_port: bool = False
+    ) -> None:
         self.workload = workload
+        self._reuse_port = reuse_port  # shared with sibling worker processes (ztunnel.workers)
         self._host = host
         self._port = port
         self._outbound = outbound
@@ -63,7 +67,7 @@ class ExplicitProxyListener:
         self.rejected = 0
 
     async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(self._port, host=self._host)
+        listeners = await open_tcp_listeners(self._port, host=self._host, reuse_port=self._reuse_port)
         self.address = bound_address(listeners)
         await serve_until_drained(listeners, self.serve_connection, self._drain,
                                   name=f"explicit-proxy {self.workload.uid}", task_status=task_status)

@@ -21,6 +21,7 @@ import trio
 from meshcore.hbone.connect import ConnectRequest, ConnectStatus, IPAddress
 from meshcore.hbone.copy import CopyStats
 from meshcore.hbone.server import HboneServer, Respond, VerifyPeer
+from meshcore.net.listeners import open_tcp_listeners
 from meshcore.ready import format_address
 from schemas.discovery import Service, Workload, resource_key
 from ztunnel.accept import bound_address, serve_until_drained
@@ -54,6 +55,7 @@ class InboundListener:
         app_bind_address: str | None = None,
         listeners: Sequence[trio.SocketListener] = (),
         connect_app: AppConnector | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.workload = workload
         self._listeners = list(listeners)
@@ -64,6 +66,7 @@ class InboundListener:
         self._drain = drain
         self._app_bind_address = app_bind_address
         self._connect_app = connect_app or self._connect_from_node
+        self._reuse_port = reuse_port  # shared with sibling worker processes (ztunnel.workers)
         self.address: tuple[str, int] | None = None
         self.server = HboneServer(ssl_context, verify_client, self.handle, serves=self._serves)
 
@@ -73,7 +76,9 @@ class InboundListener:
 
     async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind ``host:port`` (or serve the listeners handed in) until drained or cancelled."""
-        listeners = self._listeners or await trio.open_tcp_listeners(self._port, host=self._host)
+        listeners = self._listeners or await open_tcp_listeners(
+            self._port, host=self._host, reuse_port=self._reuse_port
+        )
         self.address = bound_address(listeners)
         await serve_until_drained(
             listeners,

@@ -11,6 +11,10 @@ listeners for new local workloads and stops those of workloads that left.
 
 Shutdown is a drain (``/quitquitquit`` or SIGTERM): every listener stops accepting, open connections
 get ``drain_seconds`` to finish, then everything still open is cancelled.
+
+With ``--workers N`` this process is worker 0 of the node: it also starts and supervises workers
+1..N-1 (:mod:`ztunnel.workers`) before saying it is ready, serves ``/metrics`` as the sum over all of
+them, and drains them with itself.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from meshcore.identity.manager import CertificateManager
 from meshcore.identity.spiffe import Identity
 from meshcore.push.client import PushClient
 from meshcore.ready import format_address
+from meshcore.telemetry.merge import merge_expositions
 from meshcore.telemetry.metrics import Registry
 from schemas.discovery import TunnelProtocol, Workload
 from ztunnel import admin
@@ -45,6 +50,7 @@ from ztunnel.outbound import Outbound
 from ztunnel.pushed import connect_control_plane, fetch_missing, follow_renewals
 from ztunnel.state import ProxyState
 from ztunnel.telemetry import ConnectionTelemetry
+from ztunnel.workers import WorkerSet
 
 log = structlog.get_logger("ztunnel.proxy")
 
@@ -90,6 +96,10 @@ class Ztunnel:
         self.certificates = CertificateStore(self._load_certificate if config.cert_dir is not None else None)
         self.pool = HbonePool(self.certificates.pool_tls)
         self.outbound = Outbound(state=self.state, pool=self.pool, telemetry=self.telemetry, drain=self.drain)
+        self.workers: WorkerSet | None = None
+        if config.workers > 1:
+            argv = [config.worker_argv(index) for index in range(1, config.workers)]
+            self.workers = WorkerSet(argv, drain_seconds=config.drain_seconds)
         self.ports = ComponentPorts(
             registry=self.registry,
             ready=self.readiness,
@@ -98,6 +108,7 @@ class Ztunnel:
             host=config.node_address,
             admin_host=config.node_address,
             ports=StandardPorts(config.admin_port, config.metrics_port, config.ready_port),
+            metrics_source=self._node_metrics if self.workers is not None else None,
         )
         self._running: dict[str, _Running] = {}
         self._listener_errors: dict[str, str] = {}
@@ -112,6 +123,11 @@ class Ztunnel:
     def _load_certificate(self, identity: Identity) -> WorkloadCertificate:
         assert self.config.cert_dir is not None
         return load_cert_dir(self.config.cert_dir, [identity])[identity]
+
+    async def _node_metrics(self) -> str:
+        """This process's series plus every worker's, summed: one scrape target per node."""
+        assert self.workers is not None
+        return merge_expositions([self.registry.expose(), *await self.workers.metrics_texts()])
 
     # ---------------------------------------------------------------------------------- state
 
@@ -205,9 +221,11 @@ class Ztunnel:
             ssl_context=self.certificates.server_context(identity),
             verify_client=self.certificates.verify_client(identity),
             app_bind_address=self.config.node_address,
+            reuse_port=self.config.reuse_port,
         )
         explicit = ExplicitProxyListener(
-            workload, host=key.address, port=self.config.explicit_proxy_port, outbound=self.outbound, drain=self.drain
+            workload, host=key.address, port=self.config.explicit_proxy_port, outbound=self.outbound, drain=self.drain,
+            reuse_port=self.config.reuse_port,
         )
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
@@ -239,6 +257,8 @@ class Ztunnel:
             if missing or self._listener_errors:
                 problems = [*missing.values(), *self._listener_errors.values()]
                 raise StartupFailed("ztunnel cannot start: " + "; ".join(problems))
+            if self.workers is not None:
+                await root.start(self.workers.run)
             ports = await root.start(self.ports.run)
             if self._manager is not None:
                 root.start_soon(self._follow_pushes)
@@ -248,8 +268,11 @@ class Ztunnel:
             task_status.started(self.addresses(ports))
             await self.drain.wait_requested()
             log.info("drain_started", open_connections=self.drain.active, deadline_s=self.config.drain_seconds)
-            with trio.move_on_after(self.config.drain_seconds):
-                await self.drain.wait_idle()
+            async with trio.open_nursery() as draining:
+                if self.workers is not None:
+                    draining.start_soon(self.workers.stop)
+                with trio.move_on_after(self.config.drain_seconds):
+                    await self.drain.wait_idle()
             log.info("drain_finished", cancelled_connections=self.drain.active)
             self.ports.close(0)
             root.cancel_scope.cancel()
@@ -274,6 +297,7 @@ class Ztunnel:
             missing_certificates=tuple(str(i) for i in self.certificates.ensure([])),
             pending_listeners=tuple(desired.keys() - self._running.keys()),
             listener_errors=self._listener_errors,
+            pending_workers=tuple(self.workers.pending()) if self.workers is not None else (),
         ))
 
     def config_dump(self) -> dict[str, Any]:
@@ -291,4 +315,6 @@ class Ztunnel:
             pool={"connections": pool.connections, "streams": pool.streams, "dials": pool.dials},
             draining=self.drain.requested,
             open_connections=self.drain.active,
+            workers=self.workers.dump() if self.workers is not None else [],
+            worker_index=self.config.worker_index,
         )

@@ -12,7 +12,7 @@ Handlers are built from plain callables so each component decides what "ready" a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from meshcore.admin.http import AdminServer, Handler
@@ -25,9 +25,15 @@ from meshcore.telemetry.tracing import TraceRing
 ReadinessCheck = Callable[[], str | None]
 
 
-def metrics_handler(registry: Registry) -> Handler:
+#: Produces the whole ``/metrics`` text when a process exposes more than its own registry (a
+#: multi-worker ztunnel merges its workers' metrics into its own).
+MetricsSource = Callable[[], Awaitable[str]]
+
+
+def metrics_handler(registry: Registry, source: MetricsSource | None = None) -> Handler:
     async def handle(_request: Request) -> Response:
-        return Response.text(registry.expose(), content_type=CONTENT_TYPE)
+        text = registry.expose() if source is None else await source()
+        return Response.text(text, content_type=CONTENT_TYPE)
 
     return handle
 
@@ -88,6 +94,7 @@ def mount_standard(
     server: AdminServer,
     *,
     registry: Registry | None = None,
+    metrics_source: MetricsSource | None = None,
     ready: ReadinessCheck | None = None,
     config_dump: Callable[[], Any] | None = None,
     on_quit: Callable[[], None] | None = None,
@@ -96,8 +103,8 @@ def mount_standard(
 ) -> AdminServer:
     """Mount the handlers for whichever of the pieces are given; returns ``server`` for chaining."""
     if registry is not None:
-        server.add_route("GET", "/metrics", metrics_handler(registry))
-        server.add_route("GET", "/stats/prometheus", metrics_handler(registry))
+        server.add_route("GET", "/metrics", metrics_handler(registry, metrics_source))
+        server.add_route("GET", "/stats/prometheus", metrics_handler(registry, metrics_source))
     if ready is not None:
         server.add_route("GET", "/healthz/ready", readiness_handler(ready))
     if config_dump is not None:

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import trio
 
-from meshcore.admin.endpoints import ReadinessCheck, mount_standard
+from meshcore.admin.endpoints import MetricsSource, ReadinessCheck, mount_standard
 from meshcore.admin.http import AdminServer
 from meshcore.ready import format_address
 from meshcore.telemetry.metrics import Registry
@@ -47,6 +47,7 @@ class ComponentPorts:
         host: str = "127.0.0.1",
         admin_host: str = "127.0.0.1",
         ports: StandardPorts = StandardPorts(),
+        metrics_source: MetricsSource | None = None,
     ) -> None:
         self.host = host
         self.admin_host = admin_host
@@ -54,13 +55,14 @@ class ComponentPorts:
         self.admin = mount_standard(
             AdminServer("admin"),
             registry=registry,
+            metrics_source=metrics_source,
             ready=ready,
             config_dump=config_dump,
             on_quit=on_quit,
             traces=traces,
             log_control=True,
         )
-        self.metrics = mount_standard(AdminServer("metrics"), registry=registry)
+        self.metrics = mount_standard(AdminServer("metrics"), registry=registry, metrics_source=metrics_source)
         self.readiness = mount_standard(AdminServer("readiness"), ready=ready)
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:

@@ -42,6 +42,9 @@ def test_pushed_mode_parses() -> None:
         ({"explicit_proxy_port": -1}, "--explicit-proxy-port -1 is outside 0..65535"),
         ({"drain_seconds": -1.0}, "--drain-seconds -1.0 must not be negative"),
         ({"log_level": "chatty"}, "--log-level 'chatty' is not one of trace, debug, info"),
+        ({"workers": 0}, "--workers 0 must be at least 1"),
+        ({"workers": 2, "hbone_port": 0}, "--workers > 1 needs fixed --hbone-port and --explicit-proxy-port"),
+        ({"workers": 2, "worker_index": 1}, "--worker-index is set by the main ztunnel"),
     ],
 )
 def test_each_problem_is_named(changes: dict[str, Any], problem: str) -> None:
@@ -57,3 +60,18 @@ def test_parse_args_raises_with_all_problems() -> None:
     message = str(caught.value)
     assert "not an IP address" in message and "--admin-port 99999" in message and "give a state source" in message
     assert "python -m ztunnel --help" in message
+
+
+def test_a_worker_command_line_describes_the_same_node_with_kernel_chosen_admin_ports() -> None:
+    main = parse_args([*BASE, *STATIC, "--workers", "3", "--drain-seconds", "2", "--log-level", "debug"])
+    assert main.reuse_port and not main.is_worker
+    worker = parse_args(main.worker_argv(2))
+    assert worker.is_worker and worker.reuse_port and worker.workers == 1 and worker.worker_index == 2
+    assert (worker.admin_port, worker.metrics_port, worker.ready_port) == (0, 0, 0)
+    same = ("node", "node_address", "local_config", "cert_dir", "hbone_port", "explicit_proxy_port",
+            "drain_seconds", "log_level")
+    assert all(getattr(worker, name) == getattr(main, name) for name in same)
+
+
+def test_a_single_process_ztunnel_does_not_share_its_ports() -> None:
+    assert not parse_args([*BASE, *STATIC]).reuse_port
