@@ -175,5 +175,9 @@ class ControlPlaneClient:
             self._decode(response, "get")
         return response.text()
 
+    async def config_dump(self) -> Any:
+        """The translated snapshot istiod_lite publishes (``/debug/config_dump``)."""
+        return self._decode(await self._call("GET", "/debug/config_dump"), "config_dump")
+
     async def proxy_status(self) -> Any:
         return self._decode(await self._call("GET", "/debug/proxy-status"), "proxy-status")

@@ -15,6 +15,7 @@ import yaml
 from meshctl.commands.common import control_plane_options
 from meshctl.control_plane import find_admin
 from meshctl.operator.apply import apply_manifests, current_manifest
+from meshctl.operator.authz_check import authz
 from meshctl.operator.completion import completion
 from meshctl.operator.manifests import CanarySpecError, canary_resources, namespace_with_mode, parse_weights
 from meshctl.operator.waypoint import waypoint
@@ -100,3 +101,4 @@ def register(group: click.Group) -> None:
     group.add_command(namespace)
     group.add_command(canary)
     group.add_command(version)
+    group.add_command(authz)
