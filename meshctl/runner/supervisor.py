@@ -78,8 +78,12 @@ def backoff_delay(failures: int) -> float:
 
 
 class SupervisedProcess:
-    def __init__(self, spec: ProcessSpec, log_dir: Path, on_event: EventSink | None = None) -> None:
+    def __init__(
+        self, spec: ProcessSpec, log_dir: Path, on_event: EventSink | None = None,
+        common_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.spec = spec
+        self._common_env = dict(common_env or {})
         self.log_path = log_dir / f"{spec.name.replace('/', '_')}.log"
         self._on_event = on_event or (lambda name, event, details: None)
         self.state = "pending"
@@ -142,7 +146,7 @@ class SupervisedProcess:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.spec.env},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self._common_env, **self.spec.env},
                 cwd=self.spec.cwd,
                 start_new_session=True,
             )
@@ -267,9 +271,13 @@ async def _wait_and_cancel(process: trio.Process, scope: trio.CancelScope) -> No
 class Supervisor:
     """Owns every supervised process of one runner; a process lives exactly as long as its task."""
 
-    def __init__(self, log_dir: Path, on_event: EventSink | None = None) -> None:
+    def __init__(
+        self, log_dir: Path, on_event: EventSink | None = None, *, common_env: Mapping[str, str] | None = None
+    ) -> None:
+        """``common_env`` is added to every child's environment (the runner's leftover mark)."""
         self.log_dir = log_dir
         self._on_event = on_event
+        self._common_env = dict(common_env or {})
         self.processes: dict[str, SupervisedProcess] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -285,7 +293,7 @@ class Supervisor:
             raise RuntimeError("Supervisor.run() is not running")
         if spec.name in self.processes:
             raise ValueError(f"a process named {spec.name} is already supervised")
-        process = SupervisedProcess(spec, self.log_dir, self._on_event)
+        process = SupervisedProcess(spec, self.log_dir, self._on_event, self._common_env)
         self.processes[spec.name] = process
         try:
             await self._nursery.start(process.run)

@@ -37,6 +37,7 @@ from meshctl.runner.components import (
     ztunnel_spec,
 )
 from meshctl.runner.inventory import PodRecord, write_inventory
+from meshctl.runner.leftovers import MARKER_ENV, marker, reap_leftovers, start_watchdog
 from meshctl.runner.lock import StateDirLock
 from meshctl.runner.state import MeshStatus, PodStatus, ProxyStatus, remove_status, write_status
 from meshctl.runner.supervisor import ProcessFailed, ProcessSpec, SupervisedProcess, Supervisor
@@ -139,11 +140,18 @@ class MeshRunner:
         except MeshError:
             self.finished.set()
             raise
+        watchdog: trio.Process | None = None
         try:
             desired = self._load_manifests()
+            left = await reap_leftovers(self.state_dir)
+            if left:
+                self.report(f"stopped {len(left)} process(es) an earlier runner of {self.state_dir} left behind")
+            watchdog = await start_watchdog(self.state_dir)
             self._prepare_state_dir()
             async with trio.open_nursery() as nursery:
-                self._supervisor = await nursery.start(Supervisor(self.log_dir, self._on_event).run)
+                supervisor = Supervisor(self.log_dir, self._on_event,
+                                        common_env={MARKER_ENV: marker(self.state_dir)})
+                self._supervisor = await nursery.start(supervisor.run)
                 try:
                     with self._startup:
                         await self._start_mesh(desired, nursery)
@@ -157,6 +165,11 @@ class MeshRunner:
                     nursery.cancel_scope.cancel()
         finally:
             self._cleanup_state_dir()
+            if watchdog is not None:  # EOF: it finds nothing left after a drain, and exits
+                with trio.CancelScope(shield=True):
+                    assert watchdog.stdin is not None
+                    await watchdog.stdin.aclose()
+                    await watchdog.wait()
             self._lock.release()
             self.finished.set()
 

@@ -336,3 +336,62 @@ def test_up_refuses_invalid_manifests_naming_the_problem(tmp_path: Path) -> None
     assert result.returncode == 1
     assert "replicas" in result.stderr
     assert "bad.yaml" in result.stderr
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie waiting for its reaper (orphans are reaped by whoever adopts them)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def mesh_pids(state: Path) -> list[int]:
+    document = status(state)
+    return [p["pid"] for p in (*document["pods"], *document["proxies"]) if isinstance(p.get("pid"), int)]
+
+
+def watchdog_pid(state: Path) -> int:
+    wanted = ["-m", "meshctl.runner.leftovers", "--state-dir", str(state)]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().decode().split("\0")
+            except OSError:
+                continue
+            if argv[1:5] == wanted:
+                return int(entry.name)
+    raise AssertionError("no watchdog process for this mesh")
+
+
+@pytest.mark.slow
+def test_a_sigkilled_runner_leaves_no_process_behind(mesh: tuple[Component, Path]) -> None:
+    up, state = mesh
+    pids = mesh_pids(state)
+    assert len(pids) == 6
+    up.proc.kill()
+    up.proc.wait(timeout=10)
+    wait_until(lambda: all(exited(pid) for pid in pids), 20, "the watchdog to stop the orphans")
+
+
+@pytest.mark.slow
+def test_the_next_up_stops_what_an_earlier_runner_left(spawn: Spawner, tmp_path: Path) -> None:
+    manifests = tmp_path / "app.yaml"
+    manifests.write_text(APP)
+    state = tmp_path / "state"
+    argv = [MESHCTL, "up", "-f", str(manifests), "--state-dir", str(state)]
+    first = spawn.start("meshctl-up-1", argv, wait_ready=False)
+    first.wait_for_line(lambda line: line.startswith("mesh is up"), timeout=90)
+    pids = mesh_pids(state)
+    os.kill(watchdog_pid(state), signal.SIGKILL)  # both the runner and its watchdog die without a word
+    first.proc.kill()
+    first.proc.wait(timeout=10)
+    assert all(not exited(pid) for pid in pids)  # orphans: nothing stopped them this time
+
+    second = spawn.start("meshctl-up-2", argv, wait_ready=False)
+    second.wait_for_line(lambda line: line.startswith("mesh is up"), timeout=90)
+    assert all(exited(pid) for pid in pids)
+    assert f"stopped {len(pids)} process(es) an earlier runner of" in "\n".join(second.stdout_lines)
+    second.signal(signal.SIGTERM)
+    assert second.proc.wait(timeout=60) == 0
