@@ -22,6 +22,7 @@ import h2.exceptions
 import structlog
 import trio
 
+from meshcore.h2compat import FrameLengthGuard
 from meshcore.hbone.connect import parse_response
 from meshcore.hbone.errors import ConnectionLost, StreamReset
 from meshcore.hbone.h2setup import (
@@ -75,6 +76,7 @@ class HboneConnection:
         self.peer = peer
         self._on_request = on_request
         self.h2 = new_h2_connection(client_side)
+        self._frame_guard = FrameLengthGuard(self.h2.max_inbound_frame_size, server_side=not client_side)
         self.streams: dict[int, HboneStream] = {}
         self.window_lot = trio.lowlevel.ParkingLot()
         self._writable_lot = trio.lowlevel.ParkingLot()
@@ -211,6 +213,10 @@ class HboneConnection:
                 if not data:
                     self._fail("peer closed the connection")
                     return
+                oversize = self._frame_guard.oversize(data)
+                if oversize is not None:
+                    self._refuse_oversize_frame(oversize)
+                    return
                 try:
                     events = self.h2.receive_data(data)
                 except h2.exceptions.ProtocolError as exc:
@@ -223,6 +229,15 @@ class HboneConnection:
                 self.kick()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._fail(f"read failed: {exc.__cause__ or exc!r}")
+
+    def _refuse_oversize_frame(self, length: int) -> None:
+        """What h2 would do once the whole frame arrived — GOAWAY FRAME_SIZE_ERROR — but now."""
+        limit = self._frame_guard.max_size
+        log.warning("hbone_protocol_error", peer=self.peer, error=f"frame of {length} bytes exceeds {limit}")
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.close_connection(error_code=h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
+        self.kick()
+        self._fail(f"HTTP/2 protocol error: frame of {length} bytes exceeds the {limit}-byte limit")
 
     def _dispatch(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.DataReceived):

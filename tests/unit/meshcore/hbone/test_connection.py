@@ -3,12 +3,16 @@ GOAWAY and keepalive, all under a mock clock."""
 
 from __future__ import annotations
 
+import h2.config
+import h2.connection
 import h2.errors
+import h2.events
 import hyperframe.frame
 import pytest
 import trio
 import trio.testing
 
+from meshcore.h2compat import FrameLengthGuard
 from meshcore.hbone.connection import (
     CONNECTION_WINDOW,
     PING_INTERVAL,
@@ -187,3 +191,39 @@ async def test_past_the_peer_stream_limit_open_is_refused_not_broken(
         client, server = tunnels[0]
         await client.send_all(b"open streams carry on")
         assert await _read_exactly(server, 21) == b"open streams carry on"
+
+
+def test_frame_guard_skips_bodies_across_chunks_and_flags_the_first_oversize_header() -> None:
+    guard = FrameLengthGuard(1 * MiB, server_side=True)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    settings = hyperframe.frame.SettingsFrame(0).serialize()
+    data = hyperframe.frame.DataFrame(1, data=b"x" * 1000).serialize()
+    stream = preface + settings + data
+    for size in (1, 7, 9, 1000):  # every split of the byte stream is seen the same way
+        chunked = FrameLengthGuard(1 * MiB, server_side=True)
+        assert all(chunked.oversize(stream[i:i + size]) is None for i in range(0, len(stream), size))
+    assert guard.oversize(stream) is None
+    header = (2 * MiB).to_bytes(3, "big") + b"\x00\x00\x00\x00\x00\x01"  # DATA, stream 1, 2 MiB announced
+    assert guard.oversize(header[:5]) is None  # not decided before the whole 9-byte header is there
+    assert guard.oversize(header[5:]) == 2 * MiB
+
+
+async def test_an_oversize_frame_header_gets_goaway_before_its_body_is_sent() -> None:
+    """h2 alone would wait for the announced 2 MiB; the connection refuses at the 9-byte header."""
+    peer_end, server_end = trio.testing.memory_stream_pair()
+    server = HboneConnection(server_end, client_side=False, peer="client", on_request=lambda s, h: None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        peer = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        peer.initiate_connection()
+        await peer_end.send_all(peer.data_to_send())
+        await peer_end.send_all((2 * MiB).to_bytes(3, "big") + b"\x00\x00\x00\x00\x00\x01")
+        goaway: list[h2.events.ConnectionTerminated] = []
+        with trio.fail_after(5):
+            while not goaway:
+                chunk = await peer_end.receive_some(65536)
+                assert chunk, "closed without a GOAWAY"
+                events = peer.receive_data(chunk)
+                goaway += [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        assert goaway[0].error_code == h2.errors.ErrorCodes.FRAME_SIZE_ERROR
+        nursery.cancel_scope.cancel()
