@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import Component, Spawner
+from tests.support.processes import Component, Spawner, exited
 
 MESHCTL = str(Path(sys.executable).with_name("meshctl"))
 HOST = "search-api.prod.svc.cluster.local"
@@ -336,15 +336,6 @@ def test_up_refuses_invalid_manifests_naming_the_problem(tmp_path: Path) -> None
     assert result.returncode == 1
     assert "replicas" in result.stderr
     assert "bad.yaml" in result.stderr
-
-
-def exited(pid: int) -> bool:
-    """Gone, or a zombie waiting for its reaper (orphans are reaped by whoever adopts them)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def mesh_pids(state: Path) -> list[int]:

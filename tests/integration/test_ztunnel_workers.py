@@ -31,7 +31,7 @@ from tests.integration.ztunnel_mesh import (
     write_local_config,
     ztunnel_args,
 )
-from tests.support.processes import Component, Spawner
+from tests.support.processes import Component, Spawner, exited
 
 CONNECTIONS = 40
 
@@ -93,18 +93,9 @@ async def echo_through(node: Node, payload: bytes) -> None:
     assert echoed == payload
 
 
-def gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie waiting for its reaper counts as exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 async def wait_gone(pid: int, timeout: float) -> None:
     for _ in range(int(timeout * 10)):
-        if gone(pid):
+        if exited(pid):
             return
         await trio.sleep(0.1)
     raise AssertionError(f"process {pid} still runs after {timeout} s")

@@ -169,3 +169,12 @@ def spawn(tmp_path: Path) -> Iterator[Spawner]:
     """Start components with ``spawn.python_module(name, module, *args)``; all are reaped afterwards."""
     with spawner(tmp_path) as owner:
         yield owner
+
+
+def exited(pid: int) -> bool:
+    """True once ``pid`` has exited; a zombie waiting for whoever adopted it counts as exited."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
