@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PACKAGES := $(wildcard schemas meshcore istiod_lite ztunnel waypoint meshctl)
 PYTEST_ARGS ?=
 
-.PHONY: test demo lint typecheck unit venv system-deps clean crds
+.PHONY: test demo lint typecheck unit venv system-deps clean crds bench bench-quick
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ test: system-deps lint typecheck unit
 
 demo: $(STAMP)
 	$(VENV)/bin/meshctl demo
+
+# Side by side with a direct connection and Envoy (bench/README.md); never part of `make test`.
+bench: system-deps $(STAMP)
+	$(PY) -m bench.run
+
+bench-quick: system-deps $(STAMP)
+	$(PY) -m bench.run --quick
 
 crds: $(STAMP)
 	$(PY) -m schemas.crds deploy/crds

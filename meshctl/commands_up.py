@@ -93,11 +93,15 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
 @click.option("--nodes", default=2, show_default=True, help="How many local nodes (one ztunnel each).")
 @click.option("--capture", type=click.Choice(["auto", "proxy", "netns"]), default="auto", show_default=True,
               help="How pod traffic reaches the mesh; auto picks proxy mode (netns is future work here).")
+@click.option("--ztunnel-workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes per node ztunnel (one core each; they share the pod ports).")
 @state_dir_option
-def up(files: tuple[Path, ...], nodes: int, capture: str, state_dir: Path) -> None:
+def up(files: tuple[Path, ...], nodes: int, capture: str, ztunnel_workers: int, state_dir: Path) -> None:
     """Run a mesh on this machine from ordinary Kubernetes manifests, in the foreground."""
     try:
-        runner = MeshRunner(UpOptions(files=files, state_dir=state_dir, nodes=nodes, capture=capture), _echo)
+        options = UpOptions(files=files, state_dir=state_dir, nodes=nodes, capture=capture,
+                            ztunnel_workers=ztunnel_workers)
+        runner = MeshRunner(options, _echo)
     except MeshError as exc:
         _fail(exc)
     run_reporting_errors(functools.partial(run_until_signal, runner))

@@ -40,8 +40,11 @@ def ztunnel_name(node: str) -> str:
     return f"ztunnel-{node}"
 
 
-def ztunnel_spec(python: str, *, node: str, address: str, control: str, state_dir: Path) -> ProcessSpec:
-    """One node's ztunnel, fed by istiod_lite's push with the token istiod_lite wrote for that node."""
+def ztunnel_spec(
+    python: str, *, node: str, address: str, control: str, state_dir: Path, workers: int = 1
+) -> ProcessSpec:
+    """One node's ztunnel, fed by istiod_lite's push with the token istiod_lite wrote for that node;
+    ``workers`` > 1 spreads it over that many processes (``python -m ztunnel --workers``)."""
     return ProcessSpec(
         name=ztunnel_name(node),
         argv=[
@@ -51,6 +54,7 @@ def ztunnel_spec(python: str, *, node: str, address: str, control: str, state_di
             "--istiod", f"wss://{control}/v1/xds",
             "--token-file", str(state_dir / "tokens" / f"{node}.token"),
             "--root-cert", str(state_dir / "root-cert.pem"),
+            *(["--workers", str(workers)] if workers > 1 else []),
         ],
         readiness=ReadyLine(),
         start_timeout=COMPONENT_START_TIMEOUT,

@@ -71,6 +71,7 @@ class UpOptions:
     nodes: int = 2
     capture: str = "auto"
     python: str = sys.executable
+    ztunnel_workers: int = 1
 
 
 def choose_capture(requested: str) -> tuple[str, str]:
@@ -245,7 +246,7 @@ class MeshRunner:
     async def _start_ztunnel(self, node: str) -> None:
         spec = ztunnel_spec(
             self.options.python, node=node, address=self.node_addresses[node], control=self.istiod_control,
-            state_dir=self.state_dir,
+            state_dir=self.state_dir, workers=self.options.ztunnel_workers,
         )
         name = spec.name
         self.status.proxies[name] = ProxyStatus(kind="ztunnel", name=name, node=node)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import trio
 
+from bench.envoy import envoy_client_config, envoy_terminator_config
 from meshcore.identity.spiffe import Identity
 from tests.integration.ztunnel_mesh import (
     MiB,
@@ -33,109 +34,11 @@ from tests.integration.ztunnel_mesh import (
     ztunnel_args,
 )
 from tests.support.processes import Component, Spawner
-from ztunnel.cert_dir import CHAIN_FILE, KEY_FILE, ROOT_FILE, identity_dir
 
 pytestmark = pytest.mark.interop
 
 ENVOY = shutil.which("envoy") or str(Path(sys.executable).parent / "envoy")
 SIZE = 8 * MiB
-
-
-def tls_files(certs: Path, identity: Identity) -> dict[str, Any]:
-    where = identity_dir(certs, identity)
-    return {
-        "tls_params": {"tls_minimum_protocol_version": "TLSv1_3", "tls_maximum_protocol_version": "TLSv1_3"},
-        "tls_certificates": [{"certificate_chain": {"filename": str(where / CHAIN_FILE)},
-                              "private_key": {"filename": str(where / KEY_FILE)}}],
-        "alpn_protocols": ["h2"],
-    }
-
-
-def validation(certs: Path, expected_uri: str | None) -> dict[str, Any]:
-    context: dict[str, Any] = {"trusted_ca": {"filename": str(certs / ROOT_FILE)}}
-    if expected_uri is not None:
-        context["match_typed_subject_alt_names"] = [{"san_type": "URI", "matcher": {"exact": expected_uri}}]
-    return context
-
-
-def http2_cluster(name: str, host: str, port: int, transport: dict[str, Any] | None = None) -> dict[str, Any]:
-    cluster: dict[str, Any] = {
-        "name": name,
-        "connect_timeout": "5s",
-        "type": "STATIC",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}]},
-    }
-    if transport is not None:
-        cluster["transport_socket"] = transport
-        cluster["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        }
-    return cluster
-
-
-def envoy_client_config(certs: Path, client: Identity, listen: tuple[str, int], ztunnel_hbone: tuple[str, int],
-                        authority: str, server_uri: str, admin_host: str) -> dict[str, Any]:
-    """Envoy as an HBONE client: plain TCP in, CONNECT ``authority`` over mTLS HTTP/2 out."""
-    transport = {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-        "common_tls_context": {**tls_files(certs, client), "validation_context": validation(certs, server_uri)},
-    }}
-    return {
-        "admin": {"address": {"socket_address": {"address": admin_host, "port_value": 0}}},
-        "static_resources": {
-            "listeners": [{
-                "name": "hbone_client",
-                "address": {"socket_address": {"address": listen[0], "port_value": listen[1]}},
-                "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                    "stat_prefix": "hbone_client",
-                    "cluster": "ztunnel",
-                    "tunneling_config": {"hostname": authority},
-                }}]}],
-            }],
-            "clusters": [http2_cluster("ztunnel", *ztunnel_hbone, transport)],
-        },
-    }
-
-
-def envoy_terminator_config(certs: Path, server: Identity, listen: tuple[str, int], app: tuple[str, int],
-                            admin_host: str) -> dict[str, Any]:
-    """Envoy as an HBONE terminator: mTLS (client cert required) + HTTP/2 CONNECT → a TCP app."""
-    downstream_tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-        "require_client_certificate": True,
-        "common_tls_context": {**tls_files(certs, server), "validation_context": validation(certs, None)},
-    }}
-    hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
-                 ".HttpConnectionManager",
-        "stat_prefix": "hbone_terminator",
-        "codec_type": "HTTP2",
-        "http2_protocol_options": {"allow_connect": True},
-        "upgrade_configs": [{"upgrade_type": "CONNECT"}],
-        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
-            "match": {"connect_matcher": {}},
-            "route": {"cluster": "app", "upgrade_configs": [{"upgrade_type": "CONNECT", "connect_config": {}}]},
-        }]}]},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-    }
-    return {
-        "admin": {"address": {"socket_address": {"address": admin_host, "port_value": 0}}},
-        "static_resources": {
-            "listeners": [{
-                "name": "hbone_terminator",
-                "address": {"socket_address": {"address": listen[0], "port_value": listen[1]}},
-                "filter_chains": [{"transport_socket": downstream_tls, "filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
-            }],
-            "clusters": [http2_cluster("app", *app)],
-        },
-    }
 
 
 def start_envoy(spawn: Spawner, tmp_path: Path, name: str, config: dict[str, Any]) -> None:

@@ -44,6 +44,13 @@ def test_ztunnel_uses_its_node_s_token_and_the_mesh_root() -> None:
         "--token-file": "/state/tokens/node-1.token",
         "--root-cert": "/state/root-cert.pem",
     }
+    assert "--workers" not in spec.argv
+
+
+def test_ztunnel_workers_are_passed_only_when_more_than_one() -> None:
+    spec = ztunnel_spec("py", node="node-1", address="127.9.0.1", control="127.9.0.251:15012", state_dir=STATE,
+                        workers=2)
+    assert flags(spec.argv, "--workers") == {"--workers": "2"}
 
 
 def test_waypoint_reads_the_bridge_s_files() -> None:
