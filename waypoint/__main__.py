@@ -15,6 +15,7 @@ import trio
 
 from meshcore.errors import MeshError
 from meshcore.ready import announce_ready
+from meshcore.runtime import tune_gc
 from meshcore.telemetry.logs import configure_logging, get_logger
 from waypoint.config import ConfigError, WaypointSettings, parse_args
 from waypoint.proxy import Waypoint
@@ -36,6 +37,7 @@ async def serve(settings: WaypointSettings) -> None:
         async with trio.open_nursery() as proxy:
             addresses = await proxy.start(waypoint.run)
             announce_ready("waypoint", addresses, identity=settings.identity)
+            tune_gc()
         nursery.cancel_scope.cancel()
 
 

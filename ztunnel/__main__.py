@@ -16,6 +16,7 @@ import trio
 
 from meshcore.errors import MeshError
 from meshcore.ready import announce_ready
+from meshcore.runtime import tune_gc
 from meshcore.telemetry.logs import configure_logging, get_logger
 from ztunnel.config import ConfigError, ZtunnelConfig, parse_args
 from ztunnel.drain import Drain
@@ -49,6 +50,7 @@ async def serve(config: ZtunnelConfig) -> None:
         async with trio.open_nursery() as proxy:
             addresses = await proxy.start(ztunnel.run)
             announce_ready("ztunnel", addresses, node=config.node, worker=config.worker_index)
+            tune_gc()
         # ztunnel.run returned: its drain is over, so stop watching for signals
         nursery.cancel_scope.cancel()
 

@@ -29,7 +29,7 @@ from meshcore.telemetry.istio import (
     SecurityPolicy,
     ServiceInfo,
 )
-from meshcore.telemetry.logs import ConnectionLog, get_logger, log_connection
+from meshcore.telemetry.logs import ConnectionLog, log_connection
 from meshcore.telemetry.metrics import Registry
 from schemas.discovery import Service, TunnelProtocol, Workload
 
@@ -165,7 +165,7 @@ class ConnectionTelemetry:
 
     def __init__(self, registry: Registry, *, logger: Any = None) -> None:
         self.metrics = IstioTcpMetrics(registry)
-        self.logger = logger if logger is not None else get_logger("access")
+        self.logger = logger  # None: the process's access log (meshcore.telemetry.logs)
 
     def track(self, facts: ConnectionFacts, response_flags: str = NO_FLAGS) -> TrackedConnection:
         return TrackedConnection(self, facts, response_flags)

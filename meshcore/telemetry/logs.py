@@ -11,6 +11,8 @@ names so they can be grepped and joined with traces through ``trace_id``/``reque
 
 from __future__ import annotations
 
+import datetime
+import json
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -91,6 +93,8 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=stream if stream is not None else sys.stderr),
         cache_logger_on_first_use=False,
     )
+    global _access_sink
+    _access_sink = _AccessSink(stream if stream is not None else sys.stderr, component)
 
 
 def _add_component(component: str) -> Any:
@@ -206,11 +210,43 @@ class RequestLog:
 _access = get_logger("access")
 
 
+@attrs.frozen
+class _AccessSink:
+    """Access lines written straight as JSON: the same fields structlog would render, without its chain.
+
+    An access line is written per request on a waypoint's hot path; going through structlog (a lazy
+    proxy resolving its configuration, then eight processors) cost ~14 % of a waypoint's CPU in the
+    first bench profile. Only the fields differ from line to line, so they are rendered directly.
+    """
+
+    stream: TextIO
+    component: str | None
+
+    def write(self, event: str, fields: dict[str, Any]) -> None:
+        if LEVELS["info"] < _current_level:
+            return
+        line = {"logger_name": "access", "event": event, **fields, "level": "info",
+                "timestamp": datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")}
+        if self.component is not None:
+            line["component"] = self.component
+        self.stream.write(json.dumps(line) + "\n")
+
+
+_access_sink: _AccessSink | None = None
+
+
+def _emit_access(event: str, fields: dict[str, Any], logger: Any) -> None:
+    if logger is None and _access_sink is not None:
+        _access_sink.write(event, fields)
+    else:
+        (logger or _access).info(event, **fields)
+
+
 def log_connection(record: ConnectionLog, logger: Any = None) -> None:
     """Emit the access-log line for one connection (``event="connection complete"``)."""
-    (logger or _access).info("connection complete", **record.fields())
+    _emit_access("connection complete", record.fields(), logger)
 
 
 def log_request(record: RequestLog, logger: Any = None) -> None:
     """Emit the access-log line for one request (``event="request complete"``)."""
-    (logger or _access).info("request complete", **record.fields())
+    _emit_access("request complete", record.fields(), logger)
