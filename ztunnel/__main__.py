@@ -49,7 +49,8 @@ async def serve(config: ZtunnelConfig) -> None:
             nursery.start_soon(_drain_when_main_exits, ztunnel.drain)
         async with trio.open_nursery() as proxy:
             addresses = await proxy.start(ztunnel.run)
-            announce_ready("ztunnel", addresses, node=config.node, worker=config.worker_index)
+            announce_ready("ztunnel", addresses, node=config.node, worker=config.worker_index,
+                           zds_socket=str(config.zds_socket) if config.zds_socket is not None else None)
             tune_gc()
         # ztunnel.run returned: its drain is over, so stop watching for signals
         nursery.cancel_scope.cancel()

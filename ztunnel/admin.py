@@ -25,6 +25,7 @@ class ReadinessFacts:
     pending_listeners: tuple[str, ...]
     listener_errors: Mapping[str, str] = attrs.field(factory=dict)
     pending_workers: tuple[str, ...] = ()
+    waiting_for_node_agent: bool = False
 
 
 def readiness(facts: ReadinessFacts) -> str | None:
@@ -39,6 +40,8 @@ def readiness(facts: ReadinessFacts) -> str | None:
         return "; ".join(f"{uid}: {error}" for uid, error in sorted(facts.listener_errors.items()))
     if facts.pending_listeners:
         return f"listeners not running for {', '.join(sorted(facts.pending_listeners))}"
+    if facts.waiting_for_node_agent:
+        return "waiting for the node agent (no ZDS snapshot yet)"
     if facts.pending_workers:
         return f"not serving: {', '.join(facts.pending_workers)}"
     return None
@@ -57,6 +60,7 @@ def config_dump(
     open_connections: int,
     workers: Iterable[Mapping[str, Any]] = (),
     worker_index: int = 0,
+    captured_pods: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``/config_dump`` document: state as pushed (JSON form), certificates with state, listeners."""
     return {
@@ -75,4 +79,5 @@ def config_dump(
         "open_connections": open_connections,
         "worker_index": worker_index,
         "workers": list(workers),
+        **({"captured_pods": dict(captured_pods)} if captured_pods is not None else {}),
     }

@@ -48,7 +48,7 @@ def socket_original_destination(stream: trio.SocketStream) -> tuple[str, int]:
     return original_destination(stream.socket)
 
 
-async def _open_app(host: str, port: int) -> trio.abc.Stream:
+async def _open_app(host: str, port: int, _client_ip: str) -> trio.abc.Stream:
     return await trio.open_tcp_stream(host, port)
 
 
@@ -160,12 +160,14 @@ class PlaintextInbound:
             tracked.finish(result=str(int(verdict.status)), error=verdict.reason)
             return
         with self._drain.connection():
-            await self._carry(stream, dst_ip, dst_port, facts)
+            await self._carry(stream, dst_ip, dst_port, src_ip, facts)
 
-    async def _carry(self, stream: trio.SocketStream, dst_ip: str, dst_port: int, facts: ConnectionFacts) -> None:
+    async def _carry(
+        self, stream: trio.SocketStream, dst_ip: str, dst_port: int, src_ip: str, facts: ConnectionFacts
+    ) -> None:
         try:
             with trio.fail_after(APP_CONNECT_TIMEOUT):
-                app = await self._connect_app(dst_ip, dst_port)
+                app = await self._connect_app(dst_ip, dst_port, src_ip)
         except (OSError, MeshError, trio.TooSlowError) as exc:
             tracked = self._telemetry.track(facts, "CONNECT")
             await _reset(stream)

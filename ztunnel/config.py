@@ -57,6 +57,9 @@ class ZtunnelConfig:
     log_level: str = "info"
     workers: int = 1
     worker_index: int = 0
+    capture: str = "proxy"  # "proxy": per-pod listeners on pod IPs; "netns": pods handed over by ZDS
+    zds_socket: Path | None = None
+    dns_upstream: str | None = None  # host:port non-mesh names go to; None: the node's resolv.conf
 
     @property
     def uses_local_config(self) -> bool:
@@ -123,6 +126,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="processes serving this node's pods (one core each); the pod ports are shared "
                              "with SO_REUSEPORT, the admin ports and /metrics stay with the main process")
     parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    capture = parser.add_argument_group("capture")
+    capture.add_argument("--capture", choices=("proxy", "netns"), default="proxy",
+                         help="proxy: listen on each local pod's own address (15008, 15080); netns: serve the "
+                              "pods the node agent hands over, with listeners inside their network namespaces")
+    capture.add_argument("--zds-socket", type=Path,
+                         help="netns mode: the Unix socket the node agent connects to (ZDS)")
+    capture.add_argument("--dns-upstream", metavar="HOST:PORT",
+                         help="netns mode: where the pods' DNS proxy forwards non-mesh names "
+                              "(default: the node's /etc/resolv.conf; none there: NXDOMAIN)")
     return parser
 
 
@@ -149,6 +161,9 @@ def parse_args(argv: Sequence[str]) -> ZtunnelConfig:
         log_level=ns.log_level,
         workers=ns.workers,
         worker_index=ns.worker_index,
+        capture=ns.capture,
+        zds_socket=ns.zds_socket,
+        dns_upstream=ns.dns_upstream,
     )
     problems = check(config)
     if problems:
@@ -193,6 +208,14 @@ def check(config: ZtunnelConfig) -> list[str]:
                         "each pod's listening port, so the kernel cannot pick a different one per process")
     if config.worker_index < 0 or (config.worker_index > 0 and config.workers != 1):
         problems.append("--worker-index is set by the main ztunnel for its workers; do not combine it with --workers")
+    if config.capture == "netns" and config.zds_socket is None:
+        problems.append("--capture netns needs --zds-socket (where the node agent connects)")
+    if config.capture == "netns" and config.workers > 1:
+        problems.append("--workers applies to proxy mode; netns mode serves pods through one process")
+    if config.zds_socket is not None and config.capture != "netns":
+        problems.append("--zds-socket is only used with --capture netns")
+    if config.dns_upstream is not None and config.dns_upstream.rpartition(":")[2].isdigit() is False:
+        problems.append(f"--dns-upstream {config.dns_upstream!r} must be HOST:PORT")
     if config.drain_seconds < 0:
         problems.append(f"--drain-seconds {config.drain_seconds} must not be negative")
     try:

@@ -32,8 +32,10 @@ from ztunnel.telemetry import ConnectionFacts, ConnectionTelemetry, copy_reporti
 
 log = structlog.get_logger("ztunnel.inbound")
 
-#: How the app is dialled; netns mode passes one that connects from inside the pod's namespace.
-AppConnector = Callable[[str, int], Awaitable[trio.abc.Stream]]
+#: How the app is dialled: ``(app_ip, app_port, client_ip)``. Proxy mode connects from the node's address;
+#: netns mode connects from inside the pod's namespace, transparently bound to ``client_ip`` so the app
+#: sees its real peer.
+AppConnector = Callable[[str, int, str], Awaitable[trio.abc.Stream]]
 
 APP_CONNECT_TIMEOUT = 10.0
 
@@ -89,7 +91,7 @@ class InboundListener:
             task_status=task_status,
         )
 
-    async def _connect_from_node(self, host: str, port: int) -> trio.abc.Stream:
+    async def _connect_from_node(self, host: str, port: int, _client_ip: str) -> trio.abc.Stream:
         return await trio.open_tcp_stream(host, port, local_address=self._app_bind_address)
 
     def _listen_name(self) -> str:
@@ -129,7 +131,7 @@ class InboundListener:
             return
         assert target is not None
         with self._drain.connection():
-            await self._serve_allowed(request, respond, target, facts)
+            await self._serve_allowed(request, respond, target, facts, src_ip)
 
     def _addressed_service(self, request: ConnectRequest, target: Workload | None) -> Service | None:
         """The service the client addressed, from ``forwarded: host=`` — if ``target`` really backs it."""
@@ -139,12 +141,12 @@ class InboundListener:
         return service if service is not None and resource_key(service) in target.services else None
 
     async def _serve_allowed(
-        self, request: ConnectRequest, respond: Respond, target: Workload, facts: ConnectionFacts
+        self, request: ConnectRequest, respond: Respond, target: Workload, facts: ConnectionFacts, client_ip: str
     ) -> None:
         app_ip = str(request.target_ip)
         try:
             with trio.fail_after(APP_CONNECT_TIMEOUT):
-                app = await self._connect_app(app_ip, request.target_port)
+                app = await self._connect_app(app_ip, request.target_port, client_ip)
         except (OSError, trio.TooSlowError) as exc:
             error = f"connect to the app at {request.authority} failed: {exc or 'timed out'}"
             tracked = self._telemetry.track(facts, "CONNECT")

@@ -29,7 +29,7 @@ import trio
 from meshcore.errors import MeshError
 from meshcore.hbone.copy import CopyStats
 from meshcore.hbone.errors import ConnectDenied, ConnectRejected, HboneError
-from meshcore.hbone.pool import HbonePool, PoolKey
+from meshcore.hbone.pool import Connector, HbonePool, PoolKey, tcp_connector
 from meshcore.ready import format_address
 from meshcore.telemetry.tracecontext import TraceContext
 from schemas.discovery import TunnelProtocol, Workload
@@ -102,8 +102,10 @@ class Outbound:
         telemetry: ConnectionTelemetry,
         drain: Drain,
         resolver: Resolver = resolve_with_os,
+        dialer: Connector | None = None,
     ) -> None:
         self._state = state
+        self._dialer = dialer or tcp_connector()  # netns mode: from the pod's namespace, marked
         self._pool = pool
         self._telemetry = telemetry
         self._drain = drain
@@ -184,7 +186,7 @@ class Outbound:
     ) -> None:
         try:
             with trio.fail_after(TCP_CONNECT_TIMEOUT):
-                upstream = await trio.open_tcp_stream(dest.address, dest.port)
+                upstream = await self._dialer(dest.address, dest.port)
         except (OSError, trio.TooSlowError) as exc:
             await self._fail(facts, exc, reply)
             return

@@ -39,12 +39,16 @@ from meshcore.telemetry.merge import merge_expositions
 from meshcore.telemetry.metrics import Registry
 from schemas.discovery import TunnelProtocol, Workload
 from ztunnel import admin
+from ztunnel.capture.inpod import InPodWorkloadManager
+from ztunnel.capture.zds_server import ZdsServer
 from ztunnel.cert_dir import load_cert_dir
 from ztunnel.certificates import CertificateStore
 from ztunnel.config import ZtunnelConfig
+from ztunnel.dns.server import upstream_from_resolv_conf
 from ztunnel.drain import Drain
 from ztunnel.explicit_proxy import ExplicitProxyListener
 from ztunnel.inbound import InboundListener
+from ztunnel.inpod_proxy import InPodProxy
 from ztunnel.local_config import load_local_config
 from ztunnel.outbound import Outbound
 from ztunnel.pushed import connect_control_plane, fetch_missing, follow_renewals
@@ -86,6 +90,11 @@ def desired_listeners(workloads: list[Workload]) -> dict[str, ListenerKey]:
     }
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class Ztunnel:
     def __init__(self, config: ZtunnelConfig, *, state: ProxyState | None = None) -> None:
         self.config = config
@@ -117,6 +126,16 @@ class Ztunnel:
         self._push: PushClient | None = None
         self._manager: CertificateManager | None = None
         self._changed = trio.Event()
+        self.netns = config.capture == "netns"
+        self.inpod: InPodProxy | None = None
+        self.zds: ZdsServer | None = None
+        if self.netns:
+            assert config.zds_socket is not None
+            upstream = _host_port(config.dns_upstream) if config.dns_upstream else upstream_from_resolv_conf()
+            self.inpod = InPodProxy(node=config.node, state=self.state, certificates=self.certificates,
+                                    telemetry=self.telemetry, drain=self.drain, dns_upstream=upstream)
+            self._inpod_manager = InPodWorkloadManager(self.inpod.serve)
+            self.zds = ZdsServer(config.zds_socket, self._inpod_manager)
 
     # ---------------------------------------------------------------------------- credentials
 
@@ -178,14 +197,18 @@ class Ztunnel:
         """Bring certificates and listeners in line with state (idempotent)."""
         assert self._nursery is not None
         local = self.local_workloads()
-        desired = desired_listeners(local)
+        # netns mode: pods' listeners live in their namespaces (ztunnel.inpod_proxy), none on pod IPs here
+        desired = {} if self.netns else desired_listeners(local)
         if self._manager is not None:
             # Node authorization: certificates for exactly the identities of this node's HBONE workloads.
             wanted = {w.uid: Identity.parse(w.identity) for w in local if w.tunnel_protocol is TunnelProtocol.HBONE}
             self._manager.sync(wanted)
             self.certificates.forget(wanted.values())
             await fetch_missing(self.certificates, self._manager, set(wanted.values()))
-        problems = self.certificates.ensure(Identity.parse(key.identity) for key in desired.values())
+        serving = [Identity.parse(key.identity) for key in desired.values()]
+        if self.netns:
+            serving = [Identity.parse(w.identity) for w in local if w.tunnel_protocol is TunnelProtocol.HBONE]
+        problems = self.certificates.ensure(serving)
         for problem in problems.values():
             log.error("certificate_unavailable", error=problem)
         for uid, running in list(self._running.items()):
@@ -259,6 +282,9 @@ class Ztunnel:
                 raise StartupFailed("ztunnel cannot start: " + "; ".join(problems))
             if self.workers is not None:
                 await root.start(self.workers.run)
+            if self.zds is not None:
+                await root.start(self._inpod_manager.run)
+                await root.start(self.zds.run)
             ports = await root.start(self.ports.run)
             if self._manager is not None:
                 root.start_soon(self._follow_pushes)
@@ -290,7 +316,7 @@ class Ztunnel:
     # ---------------------------------------------------------------------------------- admin
 
     def readiness(self) -> str | None:
-        desired = desired_listeners(self.local_workloads())
+        desired = {} if self.netns else desired_listeners(self.local_workloads())
         return admin.readiness(admin.ReadinessFacts(
             draining=self.drain.requested,
             generation=self.state.generation,
@@ -298,6 +324,7 @@ class Ztunnel:
             pending_listeners=tuple(desired.keys() - self._running.keys()),
             listener_errors=self._listener_errors,
             pending_workers=tuple(self.workers.pending()) if self.workers is not None else (),
+            waiting_for_node_agent=self.zds is not None and not self.zds.snapshot_received.is_set(),
         ))
 
     def config_dump(self) -> dict[str, Any]:
@@ -316,5 +343,6 @@ class Ztunnel:
             draining=self.drain.requested,
             open_connections=self.drain.active,
             workers=self.workers.dump() if self.workers is not None else [],
+            captured_pods=dict(self.inpod.serving) if self.inpod is not None else None,
             worker_index=self.config.worker_index,
         )

@@ -108,6 +108,15 @@ class DnsProxy:
                 nursery.start_soon(self._serve_tcp, trio.SocketListener(tcp), nursery)
                 task_status.started((self._host, bound_port))
 
+    async def serve_udp_socket(
+        self, sock: trio.socket.SocketType, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Answer queries on a UDP socket someone else bound (netns mode: the pod's ``127.0.0.1:15053``,
+        opened by the capture code because the in-pod rules redirect only UDP 53)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._serve_udp, sock, nursery)
+            task_status.started()
+
     async def _bind_pair(self) -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
         """UDP and TCP sockets on the same port.
 
