@@ -18,6 +18,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("cpu_s_per_10k_req", "proxy CPU seconds per 10k requests", "lower"),
     ("peak_rss_MiB", "peak RSS of the proxies (MiB)", "lower"),
     ("errors", "errors + non-2xx per run (median)", "lower"),
+    ("bulk_failures", "failed bulk streams (count)", "lower"),
 )
 
 

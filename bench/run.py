@@ -58,6 +58,7 @@ from bench.setup import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
+COUNTS = frozenset({"bulk_failures"})  # summed over the rounds, not a median
 COUNTERPART = {"ztunnel": "envoy-hbone", "ztunnel-2w": "envoy-hbone", "waypoint": "envoy-l7"}
 
 
@@ -122,16 +123,28 @@ def _measure_round(scenario: Scenario, profile: Profile, samples: Samples, log: 
     pids = scenario.proxy_pids()
 
     def wrk_run(connections: int, *, rate: float | None = None, close: bool = False) -> wrk.WrkResult:
-        return wrk.run(connect=scenario.connect, url=scenario.url, host=scenario.host, connections=connections,
-                       seconds=profile.seconds, through_proxy=scenario.through_proxy, close=close, rate=rate)
+        try:
+            return wrk.run(connect=scenario.connect, url=scenario.url, host=scenario.host,
+                           connections=connections, seconds=profile.seconds, through_proxy=scenario.through_proxy,
+                           close=close, rate=rate)
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:  # recorded as a failed run
+            log(f"  {scenario.name:12} wrk -c{connections} failed: {exc}")
+            return wrk.WrkResult(requests=0, seconds=profile.seconds, errors=1, non_2xx=0, p50_ms=None, p99_ms=None)
 
     if scenario.bulk:
-        cpu_before = procstats.cpu_seconds(pids)
-        bulk = streams.bulk_download(scenario.entry, scenario.url.split("/")[2], "/bulk",
-                                     through_proxy=scenario.through_proxy)
-        record["bulk_MBps"].append(bulk.mb_per_s)
-        if pids:
-            record["cpu_s_per_GB"].append((procstats.cpu_seconds(pids) - cpu_before) / (bulk.bytes / 1e9))
+        for attempt in (1, 2):  # one failed stream is recorded and retried, not the end of the run
+            cpu_before = procstats.cpu_seconds(pids)
+            try:
+                bulk = streams.bulk_download(scenario.entry, scenario.url.split("/")[2], "/bulk",
+                                             through_proxy=scenario.through_proxy)
+            except (OSError, RuntimeError) as exc:
+                record["bulk_failures"].append(1.0)
+                log(f"  {scenario.name:12} bulk attempt {attempt} failed: {exc}")
+                continue
+            record["bulk_MBps"].append(bulk.mb_per_s)
+            if pids:
+                record["cpu_s_per_GB"].append((procstats.cpu_seconds(pids) - cpu_before) / (bulk.bytes / 1e9))
+            break
     cpu_before = procstats.cpu_seconds(pids)
     closed = wrk_run(64)
     record["rps_64c"].append(closed.rps)
@@ -140,16 +153,19 @@ def _measure_round(scenario: Scenario, profile: Profile, samples: Samples, log: 
         record["cpu_s_per_10k_req"].append((procstats.cpu_seconds(pids) - cpu_before) / closed.requests * 1e4)
     for connections in (4, 64):
         paced = wrk_run(connections, rate=2000)
-        record[f"p50_ms_2000rps_{connections}c"].append(paced.p50_ms or 0.0)
-        record[f"p99_ms_2000rps_{connections}c"].append(paced.p99_ms or 0.0)
+        if paced.p50_ms is not None and paced.p99_ms is not None:
+            record[f"p50_ms_2000rps_{connections}c"].append(paced.p50_ms)
+            record[f"p99_ms_2000rps_{connections}c"].append(paced.p99_ms)
         record[f"achieved_rps_{connections}c"].append(paced.rps)
         record["errors"].append(paced.errors + paced.non_2xx)
     if scenario.bulk:
         fresh = wrk_run(16, close=True)
         record["new_conn_per_s"].append(fresh.rps)
         record["errors"].append(fresh.errors + fresh.non_2xx)
-    log(f"  {scenario.name:12} rps {closed.rps:8.0f}  p99@2000/64c {record['p99_ms_2000rps_64c'][-1]:7.2f} ms"
-        + (f"  bulk {record['bulk_MBps'][-1]:7.0f} MB/s" if scenario.bulk else ""))
+    p99 = record["p99_ms_2000rps_64c"][-1] if record["p99_ms_2000rps_64c"] else float("nan")
+    bulk_now = record["bulk_MBps"][-1] if record["bulk_MBps"] else float("nan")
+    log(f"  {scenario.name:12} rps {closed.rps:8.0f}  p99@2000/64c {p99:7.2f} ms"
+        + (f"  bulk {bulk_now:7.0f} MB/s" if scenario.bulk else ""))
 
 
 def _memory(scenarios: list[Scenario], profile: Profile, log: Callable[[str], None]) -> dict[str, dict[str, float]]:
@@ -235,7 +251,8 @@ def run(profile: Profile, *, workers: bool, log: Callable[[str], None]) -> dict[
         if workers_mesh is not None:
             stop(workers_mesh.process)
         stop(mesh.process)
-    medians = {name: {metric: statistics.median(values) for metric, values in metrics.items()}
+    medians = {name: {metric: float(sum(values)) if metric in COUNTS else statistics.median(values)
+                      for metric, values in metrics.items() if values}
                for name, metrics in samples.items()}
     for name, figures in memory.items():
         medians.setdefault(name, {}).update(figures)

@@ -150,8 +150,8 @@ def start_mesh(scratch: Path, name: str, *extra: str, timeout: float = 180.0) ->
     path.write_text("---\n".join(json.dumps(doc) + "\n" for doc in manifests(scratch)))
     state = scratch / f"state-{name}"
     log = (scratch / f"meshctl-up-{name}.log").open("w")
-    process = subprocess.Popen([MESHCTL, "up", "-f", str(path), "--state-dir", str(state), *extra],
-                               stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+    argv = [MESHCTL, "up", "-f", str(path), "--capture", "proxy", "--state-dir", str(state), *extra]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
     log.close()
     assert process.stdout is not None
     deadline = time.monotonic() + timeout

@@ -92,7 +92,8 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
               type=click.Path(path_type=Path, exists=True), help="A manifest file or directory (repeatable).")
 @click.option("--nodes", default=2, show_default=True, help="How many local nodes (one ztunnel each).")
 @click.option("--capture", type=click.Choice(["auto", "proxy", "netns"]), default="auto", show_default=True,
-              help="How pod traffic reaches the mesh; auto picks proxy mode (netns is future work here).")
+              help="How pod traffic reaches the mesh: netns (pods in network namespaces, in-pod redirection; "
+                   "needs root and iptables), proxy (explicit proxy variables), auto (netns when possible).")
 @click.option("--ztunnel-workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Processes per node ztunnel (one core each; they share the pod ports).")
 @state_dir_option
@@ -169,12 +170,15 @@ def status(output: str, state_dir: Path) -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @state_dir_option
 def exec_(namespace: str, deployment: str, command: tuple[str, ...], state_dir: Path) -> None:
-    """Run COMMAND as if inside a pod of DEPLOYMENT (its address, identity and proxy settings)."""
+    """Run COMMAND as if inside a pod of DEPLOYMENT: in its network namespace (netns mode) or with its
+    address and proxy settings (proxy mode)."""
     try:
         pod = pods_of(read_status(state_dir), namespace, deployment)[0]
     except MeshError as exc:
         _fail(exc)
     env = {**os.environ, **pod["env"]}
+    if pod.get("netns"):  # netns mode: inside the pod's namespace, with its resolv.conf view
+        command = ("ip", "netns", "exec", str(pod["netns"]), *command)
     try:
         os.execvpe(command[0], list(command), env)
     except OSError as exc:

@@ -41,7 +41,8 @@ def ztunnel_name(node: str) -> str:
 
 
 def ztunnel_spec(
-    python: str, *, node: str, address: str, control: str, state_dir: Path, workers: int = 1
+    python: str, *, node: str, address: str, control: str, state_dir: Path, workers: int = 1,
+    zds_socket: Path | None = None,
 ) -> ProcessSpec:
     """One node's ztunnel, fed by istiod_lite's push with the token istiod_lite wrote for that node;
     ``workers`` > 1 spreads it over that many processes (``python -m ztunnel --workers``)."""
@@ -55,6 +56,7 @@ def ztunnel_spec(
             "--token-file", str(state_dir / "tokens" / f"{node}.token"),
             "--root-cert", str(state_dir / "root-cert.pem"),
             *(["--workers", str(workers)] if workers > 1 else []),
+            *(["--capture", "netns", "--zds-socket", str(zds_socket)] if zds_socket is not None else []),
         ],
         readiness=ReadyLine(),
         start_timeout=COMPONENT_START_TIMEOUT,
@@ -66,7 +68,8 @@ def waypoint_name(namespace: str, name: str) -> str:
 
 
 def waypoint_spec(
-    python: str, *, namespace: str, name: str, address: str, identity: str, workdir: Path
+    python: str, *, namespace: str, name: str, address: str, identity: str, workdir: Path,
+    netns: str | None = None,
 ) -> ProcessSpec:
     """A waypoint on its own address, reading the view and certificate the bridge keeps in ``workdir``."""
     return ProcessSpec(
@@ -80,6 +83,7 @@ def waypoint_spec(
         ],
         readiness=ReadyLine(),
         start_timeout=COMPONENT_START_TIMEOUT,
+        netns=netns,  # netns mode: on the pods' fabric, in a namespace of its own (never captured)
     )
 
 
@@ -87,11 +91,14 @@ def pod_name(namespace: str, name: str) -> str:
     return f"pod-{namespace}-{name}"
 
 
-def pod_spec(plan: PodPlan, ip: str) -> tuple[ProcessSpec, dict[str, str]]:
-    """A pod's process and its environment (downward variables, container env, proxy mode variables)."""
+def pod_spec(plan: PodPlan, ip: str, *, netns: str | None = None) -> tuple[ProcessSpec, dict[str, str]]:
+    """A pod's process and its environment (downward variables, container env; in proxy mode the proxy
+    variables, in netns mode none: the pod's namespace captures its traffic)."""
     identity = PodIdentity(
         name=plan.name, namespace=plan.namespace, ip=ip, node=plan.node, service_account=plan.service_account
     )
-    argv, env = pod_command(plan.command, plan.args, plan.env, identity, extra_env=proxy_env(ip, EXPLICIT_PROXY_PORT))
-    readiness = TcpProbe(ip, plan.container_ports[0][1]) if plan.container_ports else Started()
-    return ProcessSpec(name=pod_name(plan.namespace, plan.name), argv=argv, env=env, readiness=readiness), env
+    extra = {} if netns is not None else proxy_env(ip, EXPLICIT_PROXY_PORT)
+    argv, env = pod_command(plan.command, plan.args, plan.env, identity, extra_env=extra)
+    readiness = TcpProbe(ip, plan.container_ports[0][1], netns) if plan.container_ports else Started()
+    spec = ProcessSpec(name=pod_name(plan.namespace, plan.name), argv=argv, env=env, readiness=readiness, netns=netns)
+    return spec, env

@@ -47,6 +47,7 @@ class PodStatus:
     state: str = "pending"
     log: str = ""
     env: dict[str, str] = attrs.field(factory=dict)
+    netns: str = ""  # netns mode: the pod's network namespace (`meshctl exec` enters it)
 
 
 @attrs.define(kw_only=True)

@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from meshcore.errors import MeshError
+from meshcore.net.netns import connect_tcp_from_netns, open_netns
 
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
@@ -44,6 +45,7 @@ class TcpProbe:
 
     host: str
     port: int
+    netns: str | None = None  # probe from inside this named network namespace (netns capture mode)
 
 
 @attrs.frozen
@@ -206,7 +208,7 @@ class SupervisedProcess:
     async def _probe_tcp(probe: TcpProbe, process: trio.Process, became_ready: trio.Event) -> None:
         while process.returncode is None:
             try:
-                stream = await trio.open_tcp_stream(probe.host, probe.port)
+                stream = await _probe_connect(probe)
             except OSError:
                 await trio.sleep(0.05)
                 continue
@@ -246,6 +248,16 @@ def _signal_group(process: trio.Process, signum: int) -> None:
         return
     except PermissionError:
         process.send_signal(signum)
+
+
+async def _probe_connect(probe: TcpProbe) -> trio.abc.Stream:
+    if probe.netns is None:
+        return await trio.open_tcp_stream(probe.host, probe.port)
+    fd = open_netns(probe.netns)
+    try:
+        return await connect_tcp_from_netns(fd, (probe.host, probe.port), mark=None)
+    finally:
+        os.close(fd)
 
 
 def _ready_line(line: bytes) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ from meshctl.runner.components import (
 from meshctl.runner.inventory import PodRecord, write_inventory
 from meshctl.runner.leftovers import MARKER_ENV, marker, reap_leftovers, start_watchdog
 from meshctl.runner.lock import StateDirLock
+from meshctl.runner.netns_mode import PodNetworks, netns_available, zds_socket
 from meshctl.runner.state import MeshStatus, PodStatus, ProxyStatus, remove_status, write_status
 from meshctl.runner.supervisor import ProcessFailed, ProcessSpec, SupervisedProcess, Supervisor
 from meshctl.runner.waypoint_bridge import WaypointBridge, issue_certificates
@@ -51,11 +52,13 @@ from meshctl.runner.workloads import (
     diff_pods,
 )
 from schemas.load import load_paths, load_text, yaml_files
+from ztunnel.capture.fabric import PodNetwork
 
 CONTROL_PLANE_OFFSET = 251  # 127.X.0.251: past the last node address (MAX_NODES = 250)
 RECONCILE_INTERVAL = 1.0
 MESH_READY_TIMEOUT = 30.0
 WAYPOINT_VIEW_TIMEOUT = 15.0
+ENROLLMENT_TIMEOUT = 10.0
 
 Reporter = Callable[[str], None]
 
@@ -75,14 +78,18 @@ class UpOptions:
 
 
 def choose_capture(requested: str) -> tuple[str, str]:
-    """(mode, explanation). Only proxy mode is wired into the local runner so far."""
-    if requested in ("auto", "proxy"):
-        why = "requested" if requested == "proxy" else "auto: netns capture is not wired into `meshctl up` yet"
-        return "proxy", why
-    raise UpError(
-        f"capture mode {requested!r} is not available in `meshctl up`",
-        advice="use --capture proxy (or auto); netns mode for the local runner is future work",
-    )
+    """(mode, explanation): auto picks netns where it can run (root, iproute2, iptables), else proxy."""
+    if requested == "proxy":
+        return "proxy", "requested"
+    available, why = netns_available()
+    if requested == "netns":
+        if not available:
+            raise UpError(f"--capture netns is not possible here: {why}",
+                          advice="run as root with iproute2 and iptables installed, or use --capture proxy")
+        return "netns", "requested"
+    if available:
+        return "netns", f"auto: {why}"
+    return "proxy", f"auto: netns capture needs root, iproute2 and iptables ({why})"
 
 
 def node_names(count: int) -> list[str]:
@@ -115,6 +122,8 @@ class MeshRunner:
         self.istiod_admin = ""
         self.istiod_control = ""
         self._lock = StateDirLock(self.state_dir)
+        self.networks = PodNetworks(self.state_dir, self.nodes) if self.capture == "netns" else None
+        self._netns: dict[str, PodNetwork] = {}  # pod or waypoint key → its namespace (netns mode)
         self._supervisor: Supervisor | None = None
         self._pods: dict[str, PodPlan] = {}
         self._pod_ips: dict[str, str] = {}
@@ -149,6 +158,10 @@ class MeshRunner:
                 self.report(f"stopped {len(left)} process(es) an earlier runner of {self.state_dir} left behind")
             watchdog = await start_watchdog(self.state_dir)
             self._prepare_state_dir()
+            if self.networks is not None:
+                if await self.networks.recover():
+                    self.report(f"removed the pod network an earlier runner of {self.state_dir} left behind")
+                await self.networks.create()
             async with trio.open_nursery() as nursery:
                 supervisor = Supervisor(self.log_dir, self._on_event,
                                         common_env={MARKER_ENV: marker(self.state_dir)})
@@ -165,6 +178,9 @@ class MeshRunner:
                         await self._drain()
                     nursery.cancel_scope.cancel()
         finally:
+            if self.networks is not None:
+                with trio.CancelScope(shield=True):
+                    await self.networks.destroy()
             self._cleanup_state_dir()
             if watchdog is not None:  # EOF: it finds nothing left after a drain, and exits
                 with trio.CancelScope(shield=True):
@@ -212,16 +228,18 @@ class MeshRunner:
         self.report(f"capture mode: {self.capture} ({self.capture_reason})")
         self.report(f"mesh addresses: {self.block} (state directory {self.state_dir})")
         for plan in desired.pods.values():
-            self._pod_ips[plan.key] = self.addresses.allocate_pod()
+            self._pod_ips[plan.key] = await self._allocate(plan.key, plan.namespace)
         self._pods = dict(desired.pods)
         for waypoint in desired.waypoints.values():
-            self._waypoint_ips[waypoint.key] = self.addresses.allocate_pod()
+            self._waypoint_ips[waypoint.key] = await self._allocate(_waypoint_key(waypoint.key), waypoint.namespace)
         self._waypoints = dict(desired.waypoints)
         self._publish_inventory()
         await self._start_istiod()
         async with trio.open_nursery() as starting:
             for node in self.nodes:
                 starting.start_soon(self._start_ztunnel, node)
+        if self.networks is not None:
+            await self.networks.run_agents(nursery)
         async with trio.open_nursery() as starting:
             for waypoint in desired.waypoints.values():
                 starting.start_soon(self._start_waypoint, waypoint, nursery)
@@ -230,6 +248,21 @@ class MeshRunner:
                 starting.start_soon(self._start_pod, plan, nursery)
         await self._wait_mesh_ready()
         self._report_where()
+
+    async def _allocate(self, key: str, namespace: str) -> str:
+        """A pod's address: its own loopback address (proxy mode) or its namespace's (netns mode)."""
+        if self.networks is None:
+            return self.addresses.allocate_pod()
+        pod = await self.networks.add_pod(key, namespace)
+        self._netns[key] = pod
+        return pod.ip
+
+    async def _release(self, key: str, ip: str) -> None:
+        if self.networks is None:
+            self.addresses.release_pod(ip)
+            return
+        self._netns.pop(key, None)
+        await self.networks.remove_pod(key)
 
     async def _start_istiod(self) -> None:
         spec = istiod_spec(
@@ -247,6 +280,7 @@ class MeshRunner:
         spec = ztunnel_spec(
             self.options.python, node=node, address=self.node_addresses[node], control=self.istiod_control,
             state_dir=self.state_dir, workers=self.options.ztunnel_workers,
+            zds_socket=zds_socket(self.state_dir, node) if self.networks is not None else None,
         )
         name = spec.name
         self.status.proxies[name] = ProxyStatus(kind="ztunnel", name=name, node=node)
@@ -275,9 +309,10 @@ class MeshRunner:
             return
         issue_certificates(self.state_dir, view.identity, workdir / "certs")
         ip = self._waypoint_ips[plan.key]
+        netns = self._netns.get(_waypoint_key(plan.key))
         spec = waypoint_spec(
             self.options.python, namespace=plan.namespace, name=plan.name, address=ip, identity=view.identity,
-            workdir=workdir,
+            workdir=workdir, netns=netns.netns if netns is not None else None,
         )
         self.status.proxies[name] = ProxyStatus(kind="waypoint", name=name, node=plan.node)
         try:
@@ -296,7 +331,14 @@ class MeshRunner:
             await bridge.run()
 
     async def _start_pod(self, plan: PodPlan, nursery: trio.Nursery) -> None:
-        spec, env = pod_spec(plan, self._pod_ips[plan.key])
+        netns = self._netns.get(plan.key)
+        captured = False
+        if netns is not None and self.networks is not None:  # capture before the app starts, as CNI does
+            captured = await self._wait_enrolled(plan.key)
+            if captured:
+                await self.networks.capture(plan.key, netns, node=plan.node, service_account=plan.service_account)
+            self._listening.add(plan.key)
+        spec, env = pod_spec(plan, self._pod_ips[plan.key], netns=netns.netns if netns is not None else None)
         status = PodStatus(
             namespace=plan.namespace,
             name=plan.name,
@@ -306,6 +348,8 @@ class MeshRunner:
             identity=plan.identity,
             env=env,
             log=str(self.log_dir / f"{spec.name}.log"),
+            netns=netns.netns if netns is not None else "",
+            captured=captured,
         )
         self.status.pods[plan.key] = status
         try:
@@ -315,7 +359,19 @@ class MeshRunner:
             self.report(f"pod {plan.key} failed to start: {exc}")
             self._write_status()
             return
-        nursery.start_soon(self._watch_mesh_listener, plan.key, status.ip)
+        if netns is None:
+            nursery.start_soon(self._watch_mesh_listener, plan.key, status.ip)
+
+    async def _wait_enrolled(self, key: str) -> bool:
+        """Whether istiod_lite puts pod ``key`` in the mesh; asked until it knows the pod (bounded)."""
+        for _ in range(int(ENROLLMENT_TIMEOUT / 0.1)):
+            enrolled = await self._enrolled(key)
+            if enrolled is not None:
+                return enrolled
+            await trio.sleep(0.1)
+        self.report(f"warning: istiod_lite did not place pod {key} within {ENROLLMENT_TIMEOUT:.0f}s; "
+                    "starting it without capture")
+        return False
 
     async def _start(self, spec: ProcessSpec) -> SupervisedProcess:
         assert self._supervisor is not None
@@ -490,15 +546,15 @@ class MeshRunner:
                 stopping.start_soon(self._stop_waypoint, key)
         for key in changes.stop:
             self._pods.pop(key, None)
-            self.addresses.release_pod(self._pod_ips.pop(key))
+            await self._release(key, self._pod_ips.pop(key))
         for key in removed:
             self._waypoints.pop(key, None)
-            self.addresses.release_pod(self._waypoint_ips.pop(key))
+            await self._release(_waypoint_key(key), self._waypoint_ips.pop(key))
         for plan in changes.start:
-            self._pod_ips[plan.key] = self.addresses.allocate_pod()
+            self._pod_ips[plan.key] = await self._allocate(plan.key, plan.namespace)
             self._pods[plan.key] = plan
         for waypoint in added:
-            self._waypoint_ips[waypoint.key] = self.addresses.allocate_pod()
+            self._waypoint_ips[waypoint.key] = await self._allocate(_waypoint_key(waypoint.key), waypoint.namespace)
             self._waypoints[waypoint.key] = waypoint
         self._publish_inventory()
         self._write_status()
@@ -543,6 +599,11 @@ class MeshRunner:
                 for name in group:
                     stopping.start_soon(supervisor.stop, name)
         self.report("mesh stopped; every process it started has exited")
+
+
+def _waypoint_key(key: str) -> str:
+    """The fabric's name for a waypoint's namespace, apart from pods of the same name."""
+    return f"waypoint/{key}"
 
 
 async def _accepts(host: str, port: int) -> bool:

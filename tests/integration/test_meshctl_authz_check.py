@@ -198,8 +198,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path / "state"
     spawn = Spawner(tmp_path)
     try:
-        up = spawn.start("meshctl-up", [MESHCTL, "up", "-f", str(manifests), "--state-dir", str(state)],
-                         wait_ready=False)
+        argv = [MESHCTL, "up", "-f", str(manifests), "--capture", "proxy", "--state-dir", str(state)]
+        up = spawn.start("meshctl-up", argv, wait_ready=False)
         up.wait_for_line(lambda line: line.startswith("mesh is up"), timeout=120)
         yield state
         up.signal(signal.SIGTERM)

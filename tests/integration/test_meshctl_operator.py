@@ -76,7 +76,8 @@ def start_mesh(spawn: Spawner, tmp_path: Path, *, with_waypoint: bool) -> tuple[
     manifests = tmp_path / "app.yaml"
     manifests.write_text(yaml.safe_dump_all(documents) + "---\n" + CLIENT)
     state = tmp_path / "state"
-    up = spawn.start("meshctl-up", [MESHCTL, "up", "-f", str(manifests), "--state-dir", str(state)], wait_ready=False)
+    up = spawn.start("meshctl-up", [MESHCTL, "up", "-f", str(manifests), "--capture", "proxy",
+                                       "--state-dir", str(state)], wait_ready=False)
     up.wait_for_line(lambda line: line.startswith("mesh is up"), timeout=90)
     return up, state
 

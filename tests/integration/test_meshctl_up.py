@@ -125,7 +125,8 @@ def mesh(spawn: Spawner, tmp_path: Path) -> Iterator[tuple[Component, Path]]:
     manifests = tmp_path / "app.yaml"
     manifests.write_text(APP)
     state = tmp_path / "state"
-    up = spawn.start("meshctl-up", [MESHCTL, "up", "-f", str(manifests), "--state-dir", str(state)], wait_ready=False)
+    up = spawn.start("meshctl-up", [MESHCTL, "up", "-f", str(manifests), "--capture", "proxy",
+                                       "--state-dir", str(state)], wait_ready=False)
     up.wait_for_line(lambda line: line.startswith("mesh is up"), timeout=90)
     yield up, state
     # Drain here rather than in the harness: a drain (proxies give connections up to 5 s) may outlast
@@ -227,7 +228,7 @@ def test_status_json_names_pods_and_proxies(mesh: tuple[Component, Path]) -> Non
 @pytest.mark.slow
 def test_second_up_on_the_same_state_dir_is_refused(mesh: tuple[Component, Path], tmp_path: Path) -> None:
     up, state = mesh
-    result = meshctl("up", "-f", str(tmp_path / "app.yaml"), "--state-dir", str(state))
+    result = meshctl("up", "-f", str(tmp_path / "app.yaml"), "--capture", "proxy", "--state-dir", str(state))
     assert result.returncode == 1
     assert "already running" in result.stderr
     assert str(up.proc.pid) in result.stderr
@@ -371,7 +372,8 @@ def test_the_next_up_stops_what_an_earlier_runner_left(spawn: Spawner, tmp_path:
     manifests = tmp_path / "app.yaml"
     manifests.write_text(APP)
     state = tmp_path / "state"
-    argv = [MESHCTL, "up", "-f", str(manifests), "--state-dir", str(state)]
+    argv = [MESHCTL, "up", "-f", str(manifests), "--capture", "proxy",
+                                       "--state-dir", str(state)]
     first = spawn.start("meshctl-up-1", argv, wait_ready=False)
     first.wait_for_line(lambda line: line.startswith("mesh is up"), timeout=90)
     pids = mesh_pids(state)

@@ -7,22 +7,27 @@ from pathlib import Path
 
 import pytest
 
+from meshctl.runner import up
 from meshctl.runner.addresses import AddressPlan, mesh_block
 from meshctl.runner.lock import StateDirBusy, StateDirLock
 from meshctl.runner.up import MeshRunner, UpError, UpOptions, choose_capture, control_plane_address, node_names
 
 
-@pytest.mark.parametrize(
-    ("requested", "mode", "why"),
-    [("auto", "proxy", "netns capture is not wired"), ("proxy", "proxy", "requested")],
-)
-def test_capture_modes(requested: str, mode: str, why: str) -> None:
-    chosen, reason = choose_capture(requested)
-    assert chosen == mode and why in reason
+def test_proxy_mode_is_taken_when_asked_for() -> None:
+    assert choose_capture("proxy") == ("proxy", "requested")
 
 
-def test_netns_is_refused_with_what_to_use_instead() -> None:
-    with pytest.raises(UpError, match="not available") as caught:
+def test_auto_takes_netns_where_it_can_run_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(up, "netns_available", lambda: (True, "root with iproute2 and iptables"))
+    assert choose_capture("auto") == ("netns", "auto: root with iproute2 and iptables")
+    assert choose_capture("netns") == ("netns", "requested")
+
+
+def test_auto_falls_back_to_proxy_and_netns_is_refused_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(up, "netns_available", lambda: (False, "not root"))
+    mode, why = choose_capture("auto")
+    assert mode == "proxy" and "not root" in why
+    with pytest.raises(UpError, match="not possible here: not root") as caught:
         choose_capture("netns")
     assert "--capture proxy" in str(caught.value)
 
