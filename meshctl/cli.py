@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from meshctl.commands import register as register_control_plane_verbs
@@ -12,8 +14,13 @@ from meshctl.validate import validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.option("--kubeconfig", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Act on the Kubernetes cluster of this kubeconfig (apply, namespace, waypoint apply, "
+                   "canary set) instead of the local mesh.")
+@click.pass_context
+def cli(ctx: click.Context, kubeconfig: Path | None) -> None:
     """Operate an ambient-style service mesh: validate, run and inspect it."""
+    ctx.obj = {"kubeconfig": kubeconfig}
 
 
 cli.add_command(validate)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import yaml
 
+from meshctl.cluster import apply_to_cluster, cluster_kubeconfig
 from meshctl.commands.common import control_plane_options, resource_name, run_call
 from meshctl.control_plane import ControlPlaneClient
 from schemas.load import load_paths, yaml_files
@@ -62,6 +64,14 @@ def apply(paths: tuple[Path, ...], namespace: str | None, state_dir: Path, istio
     """Create or update resources in the running mesh (all of them, or none if any is invalid)."""
     _validate_locally(paths)
     text, source = read_documents(paths)
+    kubeconfig = cluster_kubeconfig()
+    if kubeconfig is not None:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc]
+        if namespace is not None:
+            for doc in documents:
+                doc.setdefault("metadata", {}).setdefault("namespace", namespace)
+        apply_to_cluster(kubeconfig, documents)
+        return
 
     async def call(client: ControlPlaneClient) -> dict[str, list[dict[str, str]]]:
         answer: dict[str, list[dict[str, str]]] = await client.apply(text, namespace=namespace, source=source)

@@ -8,12 +8,18 @@ from typing import Any
 import click
 import yaml
 
+from meshctl.cluster import apply_to_cluster, cluster_kubeconfig, get_from_cluster
 from meshctl.commands.common import resource_name, run_call
 from meshctl.control_plane import ControlPlaneClient
 
 
 def apply_manifests(state_dir: Path, istiod_admin: str | None, manifests: list[dict[str, Any]]) -> None:
-    """Apply through istiod_lite and print kubectl-style result lines (exit 1 with every error)."""
+    """Apply through istiod_lite (or the cluster with ``meshctl --kubeconfig``) and print kubectl-style
+    result lines (exit 1 with every error)."""
+    kubeconfig = cluster_kubeconfig()
+    if kubeconfig is not None:
+        apply_to_cluster(kubeconfig, manifests)
+        return
     text = yaml.safe_dump_all(manifests, sort_keys=False)
 
     async def call(client: ControlPlaneClient) -> Any:
@@ -27,7 +33,10 @@ def apply_manifests(state_dir: Path, istiod_admin: str | None, manifests: list[d
 
 
 def current_manifest(state_dir: Path, istiod_admin: str | None, kind: str, name: str) -> dict[str, Any] | None:
-    """The manifest of a cluster-scoped resource as istiod_lite holds it, or None."""
+    """The manifest of a cluster-scoped resource as istiod_lite (or the cluster) holds it, or None."""
+    kubeconfig = cluster_kubeconfig()
+    if kubeconfig is not None:
+        return get_from_cluster(kubeconfig, kind, name)
 
     async def call(client: ControlPlaneClient) -> Any:
         return await client.resources(kind, None)

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import yaml
 
+from meshctl.cluster import cluster_kubeconfig, set_dataplane_mode
 from meshctl.commands.common import control_plane_options
 from meshctl.control_plane import find_admin
 from meshctl.operator.apply import apply_manifests, current_manifest
@@ -23,6 +24,10 @@ from meshctl.operator.ztunnel_config import ztunnel_config
 
 
 def _set_enrollment(namespace: str, state_dir: Path, istiod_admin: str | None, *, enrolled: bool) -> None:
+    kubeconfig = cluster_kubeconfig()
+    if kubeconfig is not None:  # a merge patch: the namespace's other labels and fields stay as they are
+        set_dataplane_mode(kubeconfig, namespace, enrolled)
+        return
     existing = current_manifest(state_dir, istiod_admin, "Namespace", namespace)
     apply_manifests(state_dir, istiod_admin, [namespace_with_mode(existing, namespace, enrolled=enrolled)])
 

@@ -16,6 +16,7 @@ import click
 import yaml
 
 from meshcore.errors import MeshError
+from meshctl.cluster import cluster_kubeconfig, gateway_programmed
 from meshctl.commands.common import control_plane_options, run_call
 from meshctl.control_plane import ControlPlaneClient
 from meshctl.operator.apply import apply_manifests, current_manifest
@@ -76,7 +77,9 @@ def apply_waypoint(
     apply_manifests(state_dir, istiod_admin, manifests)
     if wait:
         deadline = time.monotonic() + timeout
-        while not _waypoint_ready(state_dir, namespace, name):
+        kubeconfig = cluster_kubeconfig()
+        while not (gateway_programmed(kubeconfig, namespace, name) if kubeconfig is not None
+                   else _waypoint_ready(state_dir, namespace, name)):
             if time.monotonic() > deadline:
                 raise click.ClickException(f"waypoint {namespace}/{name} not ready after {timeout:.0f}s "
                                            "(see `meshctl status` and the logs in the state directory)")
