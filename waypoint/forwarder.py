@@ -23,7 +23,7 @@ from meshcore.telemetry.istio import ServiceInfo
 from meshcore.telemetry.tracecontext import TRACE_HEADERS, extract, inject, new_request_id
 from meshcore.telemetry.tracing import SpanKind, StatusCode
 from waypoint import authz, fault
-from waypoint.circuit_breaker import Resource
+from waypoint.circuit_breaker import CircuitBreaker, Resource
 from waypoint.clusters import ClusterRuntime, Clusters
 from waypoint.headers import apply_all, normalize_path
 from waypoint.http1 import REQUEST_BUFFER_LIMIT
@@ -42,7 +42,10 @@ log = structlog.get_logger("waypoint.forwarder")
 class UpstreamSender(Protocol):
     """What the forwarder needs from :class:`waypoint.upstream.Upstream`."""
 
-    async def send(self, endpoint: Endpoint, request: Request, *, traceparent: str | None = None) -> Response: ...
+    async def send(
+        self, endpoint: Endpoint, request: Request, *, traceparent: str | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> Response: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -245,7 +248,7 @@ class Forwarder:
         try:
             with trio.move_on_after(math.inf if per_try is None else per_try) as try_scope:
                 try:
-                    response = await self._upstream.send(endpoint, upstream_request)
+                    response = await self._upstream.send(endpoint, upstream_request, breaker=cluster.breaker)
                 except AttemptFailed as exc:
                     log.info("upstream_attempt_failed", endpoint=endpoint.key, failure=exc.failure.value,
                              detail=exc.detail)

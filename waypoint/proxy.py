@@ -154,6 +154,7 @@ class Waypoint:
         client_verify: VerifyPeer = lambda stream: verify_peer_client(stream, trust_domain).uri  # noqa: E731
         async with trio.open_nursery() as nursery:
             await nursery.start(self.pool.run)
+            await nursery.start(self.upstream.run)
             if self.exporter is not None:
                 await nursery.start(self.exporter.run)
             nursery.start_soon(self.clusters.run_sweeps)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -36,6 +37,7 @@ from waypoint.authz import Action, L7Policy, Operation, Rule, Source
 from waypoint.model import (
     ClusterKey,
     ClusterPolicy,
+    ConnectionPoolSettings,
     Endpoint,
     FaultAbort,
     FaultPolicy,
@@ -115,6 +117,7 @@ def build_view(block: int, *, v1: int = 95, v2: int = 5, version: str = "1") -> 
         Route(name="abort", action=to(WEB), matches=prefix("/abort"),
               fault=FaultPolicy(abort=FaultAbort(percentage=10, http_status=503))),
         Route(name="flaky", action=to(WEB), matches=prefix("/flaky"), retry=RetryPolicy.from_istio(3, "5xx")),
+        Route(name="limited", action=to(WEB, "limited"), matches=prefix("/slow-limited")),
         Route(name="slow", action=to(WEB), matches=prefix("/slow"), timeout=0.3),
         Route(name="eject", action=to(WEB, "pair"), matches=prefix("/eject")),
         Route(name="admin", action=to(WEB), matches=prefix("/admin")),
@@ -123,6 +126,8 @@ def build_view(block: int, *, v1: int = 95, v2: int = 5, version: str = "1") -> 
     )
     ejecting = ClusterPolicy(outlier_detection=OutlierDetection(
         consecutive_5xx=3, interval=0.2, base_ejection_time=1.0, max_ejection_percent=100))
+    limited = ClusterPolicy(connection_pool=ConnectionPoolSettings(
+        max_connections=1, http1_max_pending_requests=1, max_requests_per_connection=2))
     clusters = (
         ClusterConfig(key=ClusterKey(hostname=SEARCH, port=80, subset="v1"),
                       endpoints=(endpoint(p["search-v1"], "v1", "search"),)),
@@ -130,6 +135,8 @@ def build_view(block: int, *, v1: int = 95, v2: int = 5, version: str = "1") -> 
                       endpoints=(endpoint(p["search-v2"], "v2", "search"),)),
         ClusterConfig(key=ClusterKey(hostname=SEARCH, port=80, subset="v3")),
         ClusterConfig(key=ClusterKey(hostname=WEB, port=80), endpoints=(endpoint(p["web"], "v1", "web"),)),
+        ClusterConfig(key=ClusterKey(hostname=WEB, port=80, subset="limited"), policy=limited,
+                      endpoints=(endpoint(p["web"], "v1", "web"),)),
         ClusterConfig(key=ClusterKey(hostname=WEB, port=80, subset="pair"), policy=ejecting,
                       endpoints=(endpoint(p["web"], "v1", "web"), endpoint(p["web-bad"], "v1", "web"))),
     )
@@ -329,6 +336,38 @@ async def cluster_state(mesh: Mesh, name: str) -> dict[str, dict[str, object]]:
     dump = (await http_request(host, port, "GET", "/config_dump")).json()
     cluster = next(c for c in dump["clusters"] if c["name"] == name)
     return {e["labels"]["workload"]: e for e in cluster["endpoints"]}
+
+
+async def test_connection_pool_limits_queue_one_overflow_the_rest_and_retire_used_connections(mesh: Mesh) -> None:
+    """maxConnections 1, http1MaxPendingRequests 1, maxRequestsPerConnection 2, a 2 s app: the first request
+    holds the only connection, the second waits for it, the third is refused at once with 503 UO."""
+    replies: dict[int, Reply] = {}
+
+    async def one(index: int, delay: float) -> None:
+        await trio.sleep(delay)
+        async with mesh.client.http(mesh.web) as session:
+            replies[index] = await session.request(f"/slow-limited/{index}")
+
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for index, delay in enumerate((0.0, 0.3, 0.6)):
+            nursery.start_soon(one, index, delay)
+    elapsed = trio.current_time() - started
+    assert [replies[i].status for i in range(3)] == [200, 200, 503]
+    assert replies[2].body.endswith(b"reset reason: overflow")
+    assert elapsed >= 4.0, "the second request waited for the first to free the only connection"
+    line = (await logged(mesh.waypoint, 1, route="limited", status=503))[0]
+    assert line["response_flags"] == "UO"
+    breaker = next(c for c in (await cluster_dump(mesh)) if c["name"] == f"outbound|80|limited|{WEB}")
+    stats = breaker["circuit_breaker"]
+    assert stats["rq_pending_overflow"] == 1 and stats["rq_pending_active"] == 0 and stats["rq_active"] == 0
+    assert stats["cx_active"] == 0  # two requests served: maxRequestsPerConnection retired the connection
+
+
+async def cluster_dump(mesh: Mesh) -> list[dict[str, Any]]:
+    host, port = split(mesh.waypoint.addresses["admin"])
+    clusters: list[dict[str, Any]] = (await http_request(host, port, "GET", "/config_dump")).json()["clusters"]
+    return clusters
 
 
 async def test_outlier_detection_ejects_and_returns_after_base_ejection_time(mesh: Mesh) -> None:

@@ -5,7 +5,7 @@ client (this process, with a client certificate from the mesh CA, as a ztunnel s
   ══HBONE :authority podIP:8080══► ``python -m ztunnel`` for node-b (podIP:15008) ─TCP─► app (this process)
 
 Apps are small keep-alive HTTP/1.1 servers (on :func:`waypoint.http1.serve_http1`) that report their
-name and version and misbehave on request: ``/flaky`` fails one request in three with 503, ``/slow``
+name and version and misbehave on request: ``/flaky`` fails one request in three with 503, ``/slow…``
 answers after 2 s, ``/eject`` fails with 500 on a "bad" app. They count what they receive.
 """
 
@@ -58,7 +58,7 @@ class App:
             self.flaky_seen += 1
             if self.flaky_seen % 3 == 0:
                 status = 503
-        elif segment == "/slow":
+        elif segment.startswith("/slow"):
             await trio.sleep(2)
         elif segment == "/eject" and self.bad:
             status = 500
