@@ -39,6 +39,10 @@ def http2_cluster(name: str, host: str, port: int, transport: dict[str, Any] | N
         "type": "STATIC",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}]},
+        # Envoy's default breakers stop at 1,024 connections/requests per cluster — every tunnel is a
+        # request — which would cap the 10,000-idle-tunnel measurement; our proxies have no such cap.
+        "circuit_breakers": {"thresholds": [{"max_connections": 1_000_000, "max_pending_requests": 1_000_000,
+                                             "max_requests": 1_000_000}]},
     }
     if transport is not None:
         cluster["transport_socket"] = transport
