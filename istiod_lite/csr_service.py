@@ -125,7 +125,16 @@ class CsrService:
                 f"{identity.uri} is outside trust domain {self._ca.trust_domain!r}",
                 expected=self._ca.trust_domain,
             )
-        if not self._placement.has_workload_on_node(identity.uri, caller.node):
+        if caller.workload is not None:
+            if caller.workload != f"{identity.namespace}/{identity.service_account}":
+                raise NodeNotAuthorized(
+                    f"{caller.subject or caller.workload} may obtain only its own identity "
+                    f"(ns/{caller.workload.replace('/', '/sa/')}), not {identity.uri}",
+                    namespace=identity.namespace,
+                    service_account=identity.service_account,
+                    node=caller.node,
+                )
+        elif not self._placement.has_workload_on_node(identity.uri, caller.node):
             raise NodeNotAuthorized(
                 f"identity {identity.uri} has no workload on node {caller.node!r}",
                 namespace=identity.namespace,

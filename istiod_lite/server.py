@@ -56,6 +56,7 @@ from istiod_lite.translate.inputs import pods_from_deployments
 from istiod_lite.translate.view import TYPE_NAME as WAYPOINT_TYPE
 from meshcore.admin.http import AdminServer
 from meshcore.errors import MeshError
+from meshcore.identity.spiffe import Identity
 from meshcore.push.protocol import JSON
 from meshcore.ready import format_address
 from meshcore.telemetry.logs import get_logger
@@ -331,7 +332,22 @@ class Istiod:
         self.snapshot = snapshot
         self.snapshot_revision = self.store.revision
         self.placement.update(snapshot.get("workload", {}))
+        self._write_waypoint_tokens(snapshot.get(WAYPOINT_TYPE, {}))
         return snapshot
+
+    def _write_waypoint_tokens(self, waypoints: Mapping[str, JSON]) -> None:
+        """``tokens/waypoint-<ns>-<name>.token`` per waypoint: locally what its ServiceAccount token is on
+        Kubernetes — the credential with which it obtains its own identity (and no other) from the CA."""
+        tokens_dir = self.options.state_dir / TOKENS_DIR
+        for key, body in waypoints.items():
+            identity = body.get("identity") if isinstance(body, dict) else None
+            if not isinstance(identity, str):
+                continue
+            parsed = Identity.parse(identity)
+            path = tokens_dir / f"waypoint-{key.replace('/', '-')}.token"
+            if not path.exists():
+                token = self.tokens.issue_workload(parsed.namespace, parsed.service_account)
+                _write_file(path, token.encode(), 0o600)
 
     def ready(self) -> str | None:
         """``None`` once the first translated state is published; otherwise what is missing."""

@@ -30,17 +30,25 @@ class AuthenticationFailed(MeshError):
 
 @attrs.frozen
 class Caller:
-    """An authenticated control-plane client: the node it runs on is what node authorization checks."""
+    """An authenticated control-plane client: the node it runs on is what node authorization checks.
+
+    ``workload`` is set (``namespace/serviceaccount``) when the caller is a workload proving its own
+    ServiceAccount — a waypoint — rather than a node's ztunnel: it may then obtain exactly that identity
+    and no other, wherever it runs."""
 
     node: str
     method: str = "node-token"
     subject: str = ""
+    workload: str | None = None
 
 
 class Authenticator(Protocol):
     """Turns a bearer token into a :class:`Caller`, or raises :class:`AuthenticationFailed`."""
 
     async def authenticate(self, token: str) -> Caller: ...
+
+
+WORKLOAD_PREFIX = "workload:"
 
 
 class NodeTokens:
@@ -85,8 +93,14 @@ class NodeTokens:
         if self._by_node.pop(node, None) is not None:
             self._save()
 
+    def issue_workload(self, namespace: str, service_account: str) -> str:
+        """A token that proves one ServiceAccount (a waypoint's), as a Kubernetes SA token does on a cluster.
+
+        Stored beside the node tokens under ``workload:<ns>/<sa>``; its holder may obtain that identity only."""
+        return self.issue(f"{WORKLOAD_PREFIX}{namespace}/{service_account}")
+
     def nodes(self) -> list[str]:
-        return sorted(self._by_node)
+        return sorted(k for k in self._by_node if not k.startswith(WORKLOAD_PREFIX))
 
     def lookup(self, token: str) -> str | None:
         """The node a token belongs to; compares in constant time against every stored token."""
@@ -111,6 +125,9 @@ class NodeTokenAuthenticator:
             raise AuthenticationFailed(
                 "unknown bearer token", reason="the token is not one istiod_lite issued"
             )
+        if node.startswith(WORKLOAD_PREFIX):
+            workload = node.removeprefix(WORKLOAD_PREFIX)
+            return Caller(node="", method="workload-token", subject=f"workload/{workload}", workload=workload)
         return Caller(node=node, method="node-token", subject=f"node/{node}")
 
 

@@ -41,6 +41,15 @@ async def serve(settings: WaypointSettings) -> None:
         nursery.cancel_scope.cancel()
 
 
+def _leaves(group: BaseExceptionGroup[MeshError]) -> list[MeshError]:
+    """``except*`` keeps the nesting of the nurseries an error crossed; the user needs only the errors
+    (counting only the top level would report a failed start as exit status 0)."""
+    out: list[MeshError] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_args(sys.argv[1:] if argv is None else argv)
@@ -52,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(serve, settings)
     except* MeshError as group:
-        failures.extend(e for e in group.exceptions if isinstance(e, MeshError))
+        failures.extend(_leaves(group))
     for failure in failures:
         log.error("waypoint_failed", error=str(failure))
         print(f"waypoint: {failure}", file=sys.stderr)

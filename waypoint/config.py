@@ -5,7 +5,9 @@
 * certificates: ``--cert-dir DIR`` (``root-cert.pem`` and ``<ns>/<sa>/{cert-chain,key}.pem``, the layout
   ztunnel's ``--cert-dir`` uses) or the three files ``--cert-chain``, ``--key``, ``--root-cert``;
 * the view to serve: ``--config FILE`` (JSON or YAML :class:`~waypoint.view.WaypointView`), re-read
-  whenever the file changes; a broken edit is logged and the last good view stays in force.
+  whenever the file changes; a broken edit is logged and the last good view stays in force;
+* or both from istiod_lite: ``--istiod wss://HOST:PORT --token-file F --root-cert F`` — the certificate
+  from its CA, the view from its push (:mod:`waypoint.control_plane`; how it runs on Kubernetes).
 
 Ports default to the standard ones (DESIGN §3); ``0`` means any free port, and the ready line reports
 what was bound.
@@ -40,7 +42,9 @@ class ConfigError(MeshError):
 class WaypointSettings:
     address: str
     identity: str
-    config: Path
+    config: Path | None = None
+    istiod: str | None = None
+    token_file: Path | None = None
     cert_dir: Path | None = None
     cert_chain: Path | None = None
     key: Path | None = None
@@ -68,12 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m waypoint", description="The mesh's L7 proxy (waypoint).")
     parser.add_argument("--address", required=True, help="this waypoint's IP: HBONE, metrics and ready bind here")
     parser.add_argument("--identity", required=True, help="the waypoint's SPIFFE ID (its certificate's URI SAN)")
-    parser.add_argument("--config", type=Path, required=True, help="WaypointView JSON/YAML, re-read on change")
+    parser.add_argument("--config", type=Path, help="WaypointView JSON/YAML, re-read on change")
+    pushed = parser.add_argument_group("from istiod_lite (instead of --config and certificate files)")
+    pushed.add_argument("--istiod", help="control endpoint, wss://host:port: certificate from its CA, view pushed")
+    pushed.add_argument("--token-file", type=Path, help="bearer token (on Kubernetes: the projected SA token)")
     certs = parser.add_argument_group("certificates")
     certs.add_argument("--cert-dir", type=Path, help="root-cert.pem and <ns>/<sa>/{cert-chain,key}.pem")
     certs.add_argument("--cert-chain", type=Path)
     certs.add_argument("--key", type=Path)
-    certs.add_argument("--root-cert", type=Path)
+    certs.add_argument("--root-cert", type=Path, help="the mesh root (also what istiod_lite is checked against)")
     ports = parser.add_argument_group("ports (0 = any free port)")
     ports.add_argument("--hbone-port", type=int, default=DEFAULT_HBONE_PORT)
     ports.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT)
@@ -90,7 +97,8 @@ def parse_args(argv: Sequence[str]) -> WaypointSettings:
     """Parse and check ``argv``; raise :class:`ConfigError` naming every problem at once."""
     ns = _parser().parse_args(list(argv))
     settings = WaypointSettings(
-        address=ns.address, identity=ns.identity, config=ns.config, cert_dir=ns.cert_dir,
+        address=ns.address, identity=ns.identity, config=ns.config, istiod=ns.istiod, token_file=ns.token_file,
+        cert_dir=ns.cert_dir,
         cert_chain=ns.cert_chain, key=ns.key, root_cert=ns.root_cert, hbone_port=ns.hbone_port,
         admin_port=ns.admin_port, metrics_port=ns.metrics_port, ready_port=ns.ready_port,
         otlp_endpoint=ns.otlp_endpoint, reload_interval=ns.reload_interval, drain_seconds=ns.drain_seconds,
@@ -114,7 +122,17 @@ def check(settings: WaypointSettings) -> list[str]:
     except IdentityError as exc:
         problems.append(f"--identity: {exc}")
     files = (settings.cert_chain, settings.key, settings.root_cert)
-    if settings.cert_dir is not None and any(f is not None for f in files):
+    if settings.istiod is not None:
+        if settings.config is not None or settings.cert_dir is not None or settings.cert_chain or settings.key:
+            problems.append("with --istiod the view and certificate come from istiod_lite: drop --config, "
+                            "--cert-dir, --cert-chain and --key")
+        if settings.token_file is None or settings.root_cert is None:
+            problems.append("--istiod needs --token-file and --root-cert")
+        if not settings.istiod.startswith(("wss://", "ws://")):
+            problems.append(f"--istiod {settings.istiod!r} must be a ws:// or wss:// URL")
+    elif settings.config is None:
+        problems.append("give a view: --config FILE, or --istiod URL with --token-file and --root-cert")
+    elif settings.cert_dir is not None and any(f is not None for f in files):
         problems.append("use either --cert-dir or --cert-chain/--key/--root-cert, not both")
     elif settings.cert_dir is None and any(f is None for f in files):
         problems.append("give certificates: --cert-dir DIR, or all of --cert-chain, --key and --root-cert")

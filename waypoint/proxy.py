@@ -12,6 +12,7 @@ or :meth:`drain` GOAWAYs every tunnel (clients stop opening streams here), gives
 from __future__ import annotations
 
 import random
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from meshcore.hbone.pool import HbonePool, PoolKey
 from meshcore.hbone.server import HboneServer, VerifyPeer
 from meshcore.identity.certs import WorkloadCertificate
 from meshcore.identity.errors import IdentityError
-from meshcore.identity.tls import TlsStream, contexts_for, verify_peer_client, verify_peer_server
+from meshcore.identity.tls import TlsStream, contexts_for, load_cert_chain, verify_peer_client, verify_peer_server
 from meshcore.ready import format_address
 from meshcore.telemetry.metrics import Registry
 from meshcore.telemetry.otlp import OtlpHttpExporter
@@ -31,6 +32,7 @@ from meshcore.telemetry.tracing import Tracer, TraceRing
 from waypoint.admin import config_dump
 from waypoint.clusters import Clusters
 from waypoint.config import ConfigError, WaypointSettings
+from waypoint.control_plane import ControlPlaneLink
 from waypoint.forwarder import Forwarder
 from waypoint.inbound import Inbound
 from waypoint.telemetry import RequestTelemetry
@@ -73,6 +75,7 @@ class Waypoint:
         self._loaded_at: float | None = None
         self._quit = trio.Event()
         self._cert: WorkloadCertificate | None = None
+        self._server_context: ssl.SSLContext | None = None
         self.pool = HbonePool(self._tls_for)
         self.upstream = Upstream(self.pool, settings.identity)
         self.reloads = 0
@@ -95,6 +98,8 @@ class Waypoint:
     def reload_if_changed(self) -> bool:
         """Re-read ``--config`` if its mtime/size changed; True when a new view was applied."""
         path = self.settings.config
+        if path is None:  # --istiod: the view is pushed
+            return False
         try:
             stat = path.stat()
         except OSError as exc:
@@ -140,25 +145,42 @@ class Waypoint:
     def dump(self) -> dict[str, Any]:
         return config_dump(
             self._view, self.clusters, now=trio.current_time(), identity=self.settings.identity,
-            source=str(self.settings.config), loaded_at=self._loaded_at,
+            source=str(self.settings.config or self.settings.istiod), loaded_at=self._loaded_at,
         )
+
+    def _install_certificate(self, cert: WorkloadCertificate) -> None:
+        """Use ``cert`` from now on; a renewal is loaded into the live server context (new handshakes)."""
+        if cert.identity.uri != self.settings.identity:
+            raise ConfigError(f"istiod_lite signed {cert.identity.uri}, not {self.settings.identity}",
+                              detail="--identity must be the waypoint's own ServiceAccount identity")
+        if self._server_context is not None:
+            load_cert_chain(self._server_context, cert.chain_pem(), cert.key_pem())
+            self._server_context.load_verify_locations(cadata=cert.roots_pem().decode())
+        self._cert = cert
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
-        self._cert = load_certificate(settings)
-        path = Path(settings.config)
-        if not self.reload_if_changed():
-            raise ConfigError(f"no usable view in {path}", detail=f"check {path} (see the log line above)")
-        server_context, _ = contexts_for(self._cert)
-        trust_domain = self._cert.identity.trust_domain
-        client_verify: VerifyPeer = lambda stream: verify_peer_client(stream, trust_domain).uri  # noqa: E731
+        if settings.istiod is None:
+            self._cert = load_certificate(settings)
+            path = Path(str(settings.config))
+            if not self.reload_if_changed():
+                raise ConfigError(f"no usable view in {path}", detail=f"check {path} (see the log line above)")
         async with trio.open_nursery() as nursery:
+            if settings.istiod is not None:  # certificate first (serving needs it); the view follows
+                link = ControlPlaneLink(settings, on_view=self.apply_view, on_certificate=self._install_certificate)
+                await nursery.start(link.run)
+            assert self._cert is not None
+            self._server_context, _ = contexts_for(self._cert)
+            server_context = self._server_context
+            trust_domain = self._cert.identity.trust_domain
+            client_verify: VerifyPeer = lambda stream: verify_peer_client(stream, trust_domain).uri  # noqa: E731
             await nursery.start(self.pool.run)
             await nursery.start(self.upstream.run)
             if self.exporter is not None:
                 await nursery.start(self.exporter.run)
             nursery.start_soon(self.clusters.run_sweeps)
-            nursery.start_soon(self._watch_config)
+            if settings.istiod is None:
+                nursery.start_soon(self._watch_config)
             forwarder = Forwarder(
                 view=lambda: self._view, clusters=self.clusters, upstream=self.upstream,
                 telemetry=RequestTelemetry(self.registry, self.tracer), mirrors=nursery, rng=random.Random(),

@@ -1,11 +1,16 @@
 """CA authentication on Kubernetes: a ztunnel's projected ServiceAccount token, checked by the API server.
 
 Istio's rule, kept here: the token must be valid *for the audience* ``istio-ca`` (a token minted for some
-other audience is not a credential for the CA even if it is genuine), it must belong to the ztunnel
-ServiceAccount (``system:serviceaccount:istio-system:ztunnel``; any other workload's token is refused), and
-the node the caller may act for is the ``spec.nodeName`` of the pod the token was bound to (the pod name and
-uid the API server reports in ``user.extra``). Node authorization in the CSR service then limits that node
-to identities with workloads on it, so a stolen token from one node cannot mint identities of another.
+other audience is not a credential for the CA even if it is genuine) and bound to a pod (the pod name and
+uid the API server reports in ``user.extra``). Two kinds of caller are accepted:
+
+* the ztunnel ServiceAccount (``system:serviceaccount:istio-system:ztunnel``): it acts for the node of its
+  pod (``spec.nodeName``), and node authorization in the CSR service limits that node to identities with
+  workloads on it, so a stolen token from one node cannot mint identities of another;
+* a waypoint pod (labelled ``gateway.networking.k8s.io/gateway-name``, as the waypoint controller creates
+  them): it proves its own ServiceAccount and may obtain that identity only (``Caller.workload``).
+
+Any other workload's token is refused — ambient applications never hold certificates; their ztunnel does.
 
 :func:`check_review` and :func:`caller_node` are the decisions (plain data in, answer or refusal out);
 :class:`TokenReviewAuthenticator` makes the two API calls around them.
@@ -53,7 +58,10 @@ def _first(extra: Mapping[str, Any], key: str) -> str:
     return str(values[0]) if values else ""
 
 
-def check_review(status: Mapping[str, Any], *, audience: str, allowed_user: str) -> ReviewedToken:
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+
+
+def check_review(status: Mapping[str, Any], *, audience: str, allowed_user: str | None) -> ReviewedToken:
     """The TokenReview ``status`` → the bound pod, or :class:`TokenRefused` saying why not."""
     if not status.get("authenticated"):
         error = status.get("error") or "not authenticated"
@@ -64,7 +72,7 @@ def check_review(status: Mapping[str, Any], *, audience: str, allowed_user: str)
         )
     user = status.get("user") or {}
     username = str(user.get("username") or "")
-    if username != allowed_user:
+    if allowed_user is not None and username != allowed_user:
         raise TokenRefused(
             f"token belongs to {username or 'nobody'}, not {allowed_user}",
             reason="only ztunnel may request workload certificates",
@@ -76,6 +84,14 @@ def check_review(status: Mapping[str, Any], *, audience: str, allowed_user: str)
             "token is not bound to a pod", reason="use a projected (pod-bound) token, not a long-lived secret token"
         )
     return ReviewedToken(username=username, pod_name=pod_name, pod_uid=pod_uid)
+
+
+def _service_account(username: str) -> tuple[str, str] | None:
+    """``system:serviceaccount:NS:NAME`` → (NS, NAME); None for any other kind of user."""
+    parts = username.split(":")
+    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"] and all(parts[2:]):
+        return parts[2], parts[3]
+    return None
 
 
 def caller_node(pod: Mapping[str, Any] | None, reviewed: ReviewedToken) -> str:
@@ -120,10 +136,20 @@ class TokenReviewAuthenticator:
         }
         try:
             answer = await self._api.create(RESOURCES["TokenReview"], review)
-            reviewed = check_review(answer.get("status") or {}, audience=self._audience,
-                                    allowed_user=self._allowed_user)
-            pod = await self._api.get(RESOURCES["Pod"], reviewed.pod_name, self._namespace)
+            reviewed = check_review(answer.get("status") or {}, audience=self._audience, allowed_user=None)
+            account = _service_account(reviewed.username)
+            namespace = account[0] if account is not None else self._namespace
+            pod = await self._api.get(RESOURCES["Pod"], reviewed.pod_name, namespace)
         except KubeApiError as exc:
             raise TokenRefused(f"cannot review the token: {exc}", reason="the TokenReview call failed") from exc
-        node = caller_node(pod, reviewed)
-        return Caller(node=node, method="kubernetes-token", subject=f"{reviewed.username}/{reviewed.pod_name}")
+        subject = f"{reviewed.username}/{reviewed.pod_name}"
+        if reviewed.username == self._allowed_user:
+            return Caller(node=caller_node(pod, reviewed), method="kubernetes-token", subject=subject)
+        labels = ((pod or {}).get("metadata") or {}).get("labels") or {}
+        if account is None or GATEWAY_NAME_LABEL not in labels:
+            raise TokenRefused(
+                f"token belongs to {reviewed.username or 'nobody'}, not {self._allowed_user}",
+                reason="only ztunnel and waypoint pods may request certificates",
+            )
+        return Caller(node=caller_node(pod, reviewed), method="kubernetes-token", subject=subject,
+                      workload=f"{account[0]}/{account[1]}")

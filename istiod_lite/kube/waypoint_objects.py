@@ -80,7 +80,14 @@ def desired_objects(gateway: Mapping[str, Any], settings: WaypointSettings) -> d
             "--address", "$(POD_IP)",
             "--identity", identity,
             "--istiod", f"wss://{settings.istiod_address}",
+            "--token-file", "/var/run/secrets/tokens/istio-token",
+            "--root-cert", "/var/run/secrets/istio/root-cert.pem",
             "--log-level", settings.log_level,
+        ],
+        # its own ServiceAccount token (audience istio-ca) is what the CA accepts for its own identity
+        "volumeMounts": [
+            {"name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True},
+            {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio", "readOnly": True},
         ],
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
         "ports": [
@@ -102,7 +109,15 @@ def desired_objects(gateway: Mapping[str, Any], settings: WaypointSettings) -> d
                 "selector": {"matchLabels": {GATEWAY_NAME_LABEL: name}},
                 "template": {
                     "metadata": {"labels": pod_labels},
-                    "spec": {"serviceAccountName": name, "containers": [container]},
+                    "spec": {
+                        "serviceAccountName": name,
+                        "containers": [container],
+                        "volumes": [
+                            {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
+                                "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}},
+                            {"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}},
+                        ],
+                    },
                 },
             },
         },

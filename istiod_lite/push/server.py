@@ -38,10 +38,14 @@ _POLICY_VIOLATION = 1008
 
 
 class Caller(Protocol):
-    """The authenticated peer as the control server hands it over: the node its token belongs to."""
+    """The authenticated peer as the control server hands it over: the node its token belongs to, and who
+    it is (a waypoint has no node of its own)."""
 
     @property
     def node(self) -> str: ...
+
+    @property
+    def subject(self) -> str: ...
 
 
 @attrs.frozen
@@ -187,7 +191,7 @@ class PushServer:
 
     async def handler(self, ws: trio_websocket.WebSocketConnection, caller: Caller) -> None:
         """Serve one proxy connection until it closes (the control server's ``/v1/xds`` handler)."""
-        proxy = self._proxy_id(caller.node)
+        proxy = self._proxy_id(caller.node or caller.subject)  # a waypoint has no node of its own
         self._serial += 1
         connection = _Connection(Subscriber(proxy, f"{self._instance}.{self._serial}"), _Wakeup())
         self._connections[proxy] = connection

@@ -42,7 +42,9 @@ TOKENS = {
     "tok-other-audience": bound(ZTUNNEL, "ztunnel-a", "uid-a", audiences=("https://kubernetes.default.svc",)),
     "tok-old-pod": bound(ZTUNNEL, "ztunnel-a", "uid-from-before-restart"),
     "tok-deleted-pod": bound(ZTUNNEL, "ztunnel-gone", "uid-gone"),
+    "tok-waypoint": bound("system:serviceaccount:prod:waypoint", "waypoint-7d9f", "uid-w"),
 }
+WAYPOINT = "spiffe://cluster.local/ns/prod/sa/waypoint"
 
 
 def ztunnel_pod(name: str, uid: str, node: str) -> dict[str, Any]:
@@ -58,6 +60,10 @@ async def cluster(spawn: Spawner, tmp_path: Path) -> Any:
     await admin.create(RESOURCES["Pod"], ztunnel_pod("ztunnel-a", "uid-a", "node-a"))
     await admin.create(RESOURCES["Pod"], ztunnel_pod("ztunnel-b", "uid-b", "node-b"))
     await admin.create(RESOURCES["Pod"], pod("search-a", "prod", "node-a", "10.0.0.5"))
+    waypoint = pod("waypoint-7d9f", "prod", "node-b", "10.0.0.9")
+    waypoint["metadata"]["uid"] = "uid-w"
+    waypoint["metadata"].setdefault("labels", {})["gateway.networking.k8s.io/gateway-name"] = "waypoint"
+    await admin.create(RESOURCES["Pod"], waypoint)
     api = connect(url, rbac_usage.TOKEN_REVIEW)
     yield api
     await api.aclose()
@@ -113,3 +119,15 @@ async def test_a_node_cannot_get_certificates_for_workloads_of_another_node(
         service.sign(request, on_b)
     on_a = await authenticator.authenticate("tok-a")
     assert len(service.sign(request, on_a).cert_chain) == 2
+
+
+async def test_a_waypoint_pod_gets_its_own_identity_and_no_other(cluster: KubeApi, tmp_path: Path) -> None:
+    """A waypoint proves its own ServiceAccount with its projected token; node placement does not apply."""
+    service = CsrService(CertificateAuthority.load_or_create(tmp_path / "ca"), StaticPlacement())
+    caller = await TokenReviewAuthenticator(cluster).authenticate("tok-waypoint")
+    assert (caller.node, caller.workload) == ("node-b", "prod/waypoint")
+    own = CsrRequest(csr_pem=csr_for(uri(WAYPOINT)), identity=WAYPOINT, ttl_seconds=3600)
+    assert len(service.sign(own, caller).cert_chain) == 2
+    other = CsrRequest(csr_pem=csr_for(uri(SEARCH)), identity=SEARCH, ttl_seconds=3600)
+    with pytest.raises(NodeNotAuthorized, match="may obtain only its own identity"):
+        service.sign(other, caller)
