@@ -17,10 +17,9 @@ from typing import Any
 
 import attrs
 
-from istiod_lite.kube.inventory import pod_info
+from istiod_lite.kube.inventory import REDIRECTION_ANNOTATION, pod_info
 from istiod_lite.translate.workloads import in_ambient_mesh
 
-REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"
 SIDECAR_STATUS_ANNOTATION = "sidecar.istio.io/status"
 
 

@@ -28,6 +28,10 @@ def _deployment(metadata: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     return ""
 
 
+#: Set by the node agent once a pod's traffic is redirected to ztunnel (istio-cni's annotation).
+REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"
+
+
 def pod_info(pod: Mapping[str, Any]) -> PodInfo:
     metadata = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
@@ -48,6 +52,7 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo:
         service_account=str(spec.get("serviceAccountName") or "default"),
         deployment=_deployment(metadata, labels),
         container_ports=ports,
+        redirected=(metadata.get("annotations") or {}).get(REDIRECTION_ANNOTATION) == "enabled",
     )
 
 

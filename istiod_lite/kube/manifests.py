@@ -206,6 +206,7 @@ def ztunnel_objects(values: InstallValues) -> list[dict[str, Any]]:
             "--istiod", f"wss://istiod.{NAMESPACE}.svc:15012",
             "--token-file", "/var/run/secrets/tokens/istio-token",
             "--root-cert", "/var/run/secrets/istio/root-cert.pem",
+            "--capture", "netns", "--zds-socket", f"{SOCKET_DIR}/ztunnel.sock",
             "--log-level", values.log_level,
         ],
         "env": [

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 import trio
 
 from istiod_lite.kube.api import RESOURCES, KubeApi, KubeApiError
-from istiod_lite.kube.enrollment import REDIRECTION_ANNOTATION, EnrolledPod, desired, plan, redirection_patch
+from istiod_lite.kube.enrollment import EnrolledPod, desired, plan, redirection_patch
+from istiod_lite.kube.inventory import REDIRECTION_ANNOTATION
 from istiod_lite.kube.store import KubernetesStore
 from istiod_lite.stores.base import Revision
 from meshcore.errors import MeshError

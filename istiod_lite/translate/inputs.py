@@ -48,6 +48,10 @@ class PodInfo:
     service_account: str = "default"
     deployment: str = ""
     container_ports: Mapping[str, int] = attrs.field(factory=dict)
+    # On Kubernetes: whether the node agent reports the pod's traffic redirected (annotation
+    # ``ambient.istio.io/redirection: enabled``). An enrolled pod is HBONE only once it is — until then
+    # peers must reach it in plain TCP. None where no node agent reports (the local runner).
+    redirected: bool | None = None
 
 
 def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:

@@ -58,7 +58,8 @@ def build_workload(
     is_waypoint: bool,
     policies: tuple[str, ...],
 ) -> Workload:
-    enrolled = is_waypoint or in_ambient_mesh(pod, inventory.namespace_labels(pod.namespace))
+    labelled = in_ambient_mesh(pod, inventory.namespace_labels(pod.namespace))
+    enrolled = is_waypoint or (labelled and pod.redirected is not False)
     return Workload(
         uid=pod_uid(pod.namespace, pod.name),
         name=pod.name,

@@ -114,7 +114,7 @@ async def test_objects_created_in_the_cluster_reach_the_store(api_url: str, admi
         assert resources[ResourceKey("Pod", "prod", "search-b")].obj == PodInfo(
             name="search-b", namespace="prod", ip="10.0.0.6", node="node-b",
             labels={"app": "search", "pod-template-hash": "5f7c"}, service_account="sa-search",
-            deployment="search", container_ports={"http": 8080},
+            deployment="search", container_ports={"http": 8080}, redirected=False,  # no node agent has annotated it
         )
         service = resources[ResourceKey("Service", "prod", "search")].obj
         assert service.spec.cluster_ip == "10.96.0.10"  # typed by the schemas package, as from files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from istiod_lite.translate import translate
@@ -44,6 +45,20 @@ def test_tunnel_protocol_follows_istio_dataplane_mode(
     labels = {"istio.io/dataplane-mode": pod_label} if pod_label else {}
     snapshot = translate(load(NAMESPACES), [pod("p", namespace, labels=labels)])
     assert snapshot.workloads[f"Kubernetes//Pod/{namespace}/p"].tunnel_protocol is expected
+
+
+@pytest.mark.parametrize(
+    ("redirected", "expected"),
+    [(None, TunnelProtocol.HBONE), (True, TunnelProtocol.HBONE), (False, TunnelProtocol.NONE)],
+)
+def test_an_enrolled_pod_is_hbone_only_once_its_traffic_is_redirected(
+    redirected: bool | None, expected: TunnelProtocol
+) -> None:
+    """Kubernetes: until the node agent annotates the pod as redirected, peers must use plain TCP to reach
+    it (nothing would answer HBONE there yet); locally no agent reports (None) and the label decides."""
+    enrolled = attrs.evolve(pod("p", "enrolled"), redirected=redirected)
+    snapshot = translate(load(NAMESPACES), [enrolled])
+    assert snapshot.workloads["Kubernetes//Pod/enrolled/p"].tunnel_protocol is expected
 
 
 def test_waypoint_pods_speak_hbone_natively_even_outside_an_enrolled_namespace() -> None:
