@@ -124,6 +124,9 @@ class Http2ServerConnection(H2Engine):
                 abandon = getattr(response.body, "abandon", None)
                 if abandon is not None:
                     abandon()
+                release_unread = getattr(response.body, "release_unread", None)  # an HTTP/1.1 upstream's
+                if release_unread is not None:
+                    await release_unread()
         self.requests_served += 1
         self._finish(stream)
 

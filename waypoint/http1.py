@@ -192,12 +192,18 @@ async def _write_response(conn: h11.Connection, stream: trio.abc.Stream, respons
     if response.body.trailers or not any(k == b"content-length" for k, _ in headers):
         headers = [(k, v) for k, v in headers if k != b"content-length"]
     head = h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status))
-    await stream.send_all(conn.send(head) or b"")
-    async with aclosing(response.body.chunks()) as chunks:
-        async for chunk in chunks:
-            await stream.send_all(conn.send(h11.Data(data=chunk)) or b"")
-    trailers = response.body.trailers if conn.our_state is h11.SEND_BODY else []
-    await stream.send_all(conn.send(h11.EndOfMessage(headers=trailers)) or b"")
+    try:
+        await stream.send_all(conn.send(head) or b"")
+        async with aclosing(response.body.chunks()) as chunks:
+            async for chunk in chunks:
+                await stream.send_all(conn.send(h11.Data(data=chunk)) or b"")
+        trailers = response.body.trailers if conn.our_state is h11.SEND_BODY else []
+        await stream.send_all(conn.send(h11.EndOfMessage(headers=trailers)) or b"")
+    finally:
+        # a relayed upstream body not read to its end (the client went away) gives its connection back
+        release_unread = getattr(response.body, "release_unread", None)
+        if release_unread is not None:
+            await release_unread()
 
 
 async def _send_error(conn: h11.Connection, stream: trio.abc.Stream, status: int, message: str) -> None:

@@ -36,7 +36,7 @@ from waypoint.circuit_breaker import CircuitBreaker, Overflow, Resource, Upstrea
 from waypoint.h2client import Http2ClientConnection
 from waypoint.h2errors import Http2Error, UpstreamRefused
 from waypoint.http1 import Http1ClientConnection, UpstreamProtocolError
-from waypoint.messages import Body, Request, Response
+from waypoint.messages import Body, ChunkSource, Request, Response
 from waypoint.model import Endpoint, UpstreamFailure
 
 log = structlog.get_logger("waypoint.upstream")
@@ -299,11 +299,33 @@ async def _buffered(response: Response, release: Release) -> Response:
                     body=_streaming_body(buffered, chunks, upstream_body, release))
 
 
+class StreamingUpstreamBody(Body):
+    """A response body still coming from its upstream connection, which it gives back at the end.
+
+    Whoever stops reading it early — the downstream went away mid-body — must await
+    :meth:`release_unread`: the connection is then closed (its framing is mid-message), so it neither
+    leaks nor keeps a ``maxConnections`` slot."""
+
+    def __init__(self, source: ChunkSource, on_unread: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(source)
+        self._on_unread: Callable[[], Awaitable[None]] | None = on_unread
+
+    def finished(self) -> None:
+        self._on_unread = None
+
+    async def release_unread(self) -> None:
+        """Idempotent; nothing to do once the body was read to its end."""
+        on_unread, self._on_unread = self._on_unread, None
+        if on_unread is not None:
+            with trio.CancelScope(shield=True):
+                await on_unread()
+
+
 def _streaming_body(
     buffered: list[bytes], chunks: AsyncGenerator[bytes, None], upstream: Body, release: Release
 ) -> Body:
     pending = list(buffered)
-    body: Body
+    body: StreamingUpstreamBody
 
     async def source() -> bytes:
         if pending:
@@ -312,13 +334,19 @@ def _streaming_body(
             chunk = await chunks.__anext__()
         except StopAsyncIteration:
             body.trailers = upstream.trailers
+            body.finished()
             await release(True)
             return b""
         except BaseException:
+            body.finished()
             await chunks.aclose()
             await release(False)
             raise
         return chunk
 
-    body = Body(source)
+    async def unread() -> None:
+        await chunks.aclose()
+        await release(False)
+
+    body = StreamingUpstreamBody(source, unread)
     return body
