@@ -63,9 +63,8 @@ async def wait_for_file(path: Path) -> None:
     raise AssertionError(f"{path} never appeared")
 
 
-async def test_waypoint_takes_certificate_and_view_from_istiod_and_follows_changes(
-    spawn: Spawner, tmp_path: Path
-) -> None:
+async def start_istiod(spawn: Spawner, tmp_path: Path) -> tuple[Component, Path, Path, Path]:
+    """istiod_lite on the mesh above; returns it, its config and state dirs, and the waypoint's token."""
     config_dir, state_dir = tmp_path / "config", tmp_path / "state"
     config_dir.mkdir()
     (config_dir / "mesh.yaml").write_text(MESH)
@@ -74,6 +73,13 @@ async def test_waypoint_takes_certificate_and_view_from_istiod_and_follows_chang
         "--control-port", "0", "--admin-port", "0", "--nodes", "node-a", "--poll-interval", "0.1")
     token = state_dir / "tokens" / "waypoint-prod-waypoint.token"
     await wait_for_file(token)
+    return istiod, config_dir, state_dir, token
+
+
+async def test_waypoint_takes_certificate_and_view_from_istiod_and_follows_changes(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    istiod, config_dir, state_dir, token = await start_istiod(spawn, tmp_path)
     address = f"127.{free_block()}.3.1"
     waypoint = spawn.python_module(
         "waypoint", "waypoint", "--address", address, "--identity", IDENTITY,
@@ -104,14 +110,7 @@ async def test_waypoint_takes_certificate_and_view_from_istiod_and_follows_chang
 
 
 async def test_a_waypoint_token_cannot_obtain_another_identity(spawn: Spawner, tmp_path: Path) -> None:
-    config_dir, state_dir = tmp_path / "config", tmp_path / "state"
-    config_dir.mkdir()
-    (config_dir / "mesh.yaml").write_text(MESH)
-    istiod = spawn.python_module(
-        "istiod", "istiod_lite", "--state-dir", str(state_dir), "--config-dir", str(config_dir),
-        "--control-port", "0", "--admin-port", "0", "--nodes", "node-a", "--poll-interval", "0.1")
-    token = state_dir / "tokens" / "waypoint-prod-waypoint.token"
-    await wait_for_file(token)
+    istiod, _, state_dir, token = await start_istiod(spawn, tmp_path)
     impostor = spawn.python_module(
         "waypoint", "waypoint", "--address", f"127.{free_block()}.3.1",
         "--identity", "spiffe://cluster.local/ns/prod/sa/search",
