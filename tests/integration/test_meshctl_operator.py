@@ -53,7 +53,9 @@ def versions_seen(state: Path, requests: int) -> Counter[str]:
     return Counter(json.loads(body)["version"] for body in bodies)
 
 
-def settle(state: Path, expected: str, timeout: float = 20) -> None:
+def settle(state: Path, expected: str, timeout: float = 45) -> None:
+    """Until only ``expected`` answers; generous: the weights travel file → istiod_lite → bridge → waypoint,
+    and on a loaded 2-core machine each hop can take seconds."""
     deadline = time.monotonic() + timeout
     while set(versions_seen(state, 5)) != {expected}:
         assert time.monotonic() < deadline, f"traffic did not move to {expected} within {timeout}s"

@@ -30,8 +30,8 @@ from tests.integration.waypoint_mesh import (
     load_identity,
     series,
 )
-from tests.integration.ztunnel_mesh import Pod, free_block, split, write_cert_dir, write_local_config, ztunnel_args
 from tests.support.processes import Component, Spawner
+from tests.support.ztunnel_mesh import Pod, free_block, split, write_cert_dir, write_local_config, ztunnel_args
 from tests.unit.waypoint.binomial import interval_999
 from waypoint.authz import Action, L7Policy, Operation, Rule, Source
 from waypoint.model import (

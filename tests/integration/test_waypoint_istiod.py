@@ -9,8 +9,8 @@ from typing import Any
 import trio
 
 from meshcore.admin.client import http_request
-from tests.integration.ztunnel_mesh import free_block, split
 from tests.support.processes import Component, Spawner
+from tests.support.ztunnel_mesh import free_block, split
 
 MESH = """\
 apiVersion: v1

@@ -20,7 +20,8 @@ import pytest
 import trio
 
 from meshcore.admin.client import http_request
-from tests.integration.ztunnel_mesh import (
+from tests.support.processes import Component, Spawner
+from tests.support.ztunnel_mesh import (
     MiB,
     Pod,
     bulk_app,
@@ -35,7 +36,6 @@ from tests.integration.ztunnel_mesh import (
     write_local_config,
     ztunnel_args,
 )
-from tests.support.processes import Component, Spawner
 
 CLIENT_PRINCIPAL = "cluster.local/ns/client/sa/client"
 CLIENT_ID = f"spiffe://{CLIENT_PRINCIPAL}"

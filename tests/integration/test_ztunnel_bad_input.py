@@ -23,7 +23,8 @@ import trio
 
 from meshcore.identity.spiffe import Identity
 from meshcore.identity.tls import client_context
-from tests.integration.ztunnel_mesh import (
+from tests.support.processes import Component, Spawner
+from tests.support.ztunnel_mesh import (
     Pod,
     echo_app,
     free_block,
@@ -33,7 +34,6 @@ from tests.integration.ztunnel_mesh import (
     write_local_config,
     ztunnel_args,
 )
-from tests.support.processes import Component, Spawner
 from ztunnel.cert_dir import CHAIN_FILE, KEY_FILE, ROOT_FILE, identity_dir
 
 PROBE = Identity("cluster.local", "client", "probe")

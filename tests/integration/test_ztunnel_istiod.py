@@ -10,8 +10,8 @@ from typing import Any
 import trio
 
 from meshcore.admin.client import http_request
-from tests.integration.ztunnel_mesh import free_block, split
 from tests.support.processes import Component, Spawner
+from tests.support.ztunnel_mesh import free_block, split
 
 
 def deployment(name: str, namespace: str, node: str, service_account: str) -> str:

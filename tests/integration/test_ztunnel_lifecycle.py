@@ -15,7 +15,8 @@ import pytest
 import trio
 
 from meshcore.admin.client import http_request
-from tests.integration.ztunnel_mesh import (
+from tests.support.processes import Component, Spawner
+from tests.support.ztunnel_mesh import (
     Pod,
     echo_app,
     free_block,
@@ -25,7 +26,6 @@ from tests.integration.ztunnel_mesh import (
     write_local_config,
     ztunnel_args,
 )
-from tests.support.processes import Component, Spawner
 
 
 @attrs.frozen

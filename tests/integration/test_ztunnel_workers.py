@@ -21,7 +21,8 @@ import pytest
 import trio
 
 from meshcore.admin.client import http_request
-from tests.integration.ztunnel_mesh import (
+from tests.support.processes import Component, Spawner, exited
+from tests.support.ztunnel_mesh import (
     Pod,
     echo_app,
     free_block,
@@ -31,7 +32,6 @@ from tests.integration.ztunnel_mesh import (
     write_local_config,
     ztunnel_args,
 )
-from tests.support.processes import Component, Spawner, exited
 
 CONNECTIONS = 40
 

@@ -21,7 +21,8 @@ import trio
 
 from bench.envoy import envoy_client_config, envoy_terminator_config
 from meshcore.identity.spiffe import Identity
-from tests.integration.ztunnel_mesh import (
+from tests.support.processes import Component, Spawner
+from tests.support.ztunnel_mesh import (
     MiB,
     Pod,
     echo_app,
@@ -33,7 +34,6 @@ from tests.integration.ztunnel_mesh import (
     write_local_config,
     ztunnel_args,
 )
-from tests.support.processes import Component, Spawner
 
 pytestmark = pytest.mark.interop
 

@@ -22,8 +22,8 @@ import yaml
 
 from meshcore.admin.client import http_request
 from meshcore.identity.spiffe import Identity
-from tests.integration.ztunnel_mesh import split, write_cert_dir
 from tests.support.processes import Component, Spawner
+from tests.support.ztunnel_mesh import split, write_cert_dir
 from ztunnel.capture.agent import CapturedPod, NodeAgent
 from ztunnel.capture.fabric import Fabric, PodNetwork
 from ztunnel.capture.witness import install_witness, read_witness

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
 
-import grpc
+import grpc  # type: ignore[import-untyped]  # grpcio ships no stubs
 
 SERVICE = "mesh.test.Echo"
 

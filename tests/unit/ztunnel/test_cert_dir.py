@@ -11,7 +11,7 @@ from cryptography import x509
 
 from meshcore.identity.errors import CertificateUnavailable
 from meshcore.identity.spiffe import Identity
-from tests.integration.ztunnel_mesh import write_cert_dir
+from tests.support.ztunnel_mesh import write_cert_dir
 from ztunnel.cert_dir import CHAIN_FILE, KEY_FILE, ROOT_FILE, CertDirError, identity_dir, load_cert_dir
 from ztunnel.certificates import CertificateStore, certificate_state
 

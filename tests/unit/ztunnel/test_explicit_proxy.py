@@ -13,7 +13,7 @@ import trio
 from meshcore.hbone.pool import HbonePool
 from meshcore.telemetry.metrics import Registry
 from schemas.discovery import Workload
-from tests.integration.ztunnel_mesh import receive_exactly, socks5_connect
+from tests.support.ztunnel_mesh import receive_exactly, socks5_connect
 from ztunnel.drain import Drain
 from ztunnel.explicit_proxy import ExplicitProxyListener
 from ztunnel.outbound import Outbound

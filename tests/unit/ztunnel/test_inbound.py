@@ -19,7 +19,7 @@ from meshcore.hbone.pool import HbonePool, PoolKey
 from meshcore.identity.spiffe import Identity
 from meshcore.telemetry.metrics import Registry
 from schemas.discovery import Action, Authorization, Clause, Match, Rule, Scope, Workload
-from tests.integration.ztunnel_mesh import write_cert_dir
+from tests.support.ztunnel_mesh import write_cert_dir
 from ztunnel.cert_dir import load_cert_dir
 from ztunnel.certificates import CertificateStore
 from ztunnel.drain import Drain
