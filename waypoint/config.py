@@ -45,6 +45,8 @@ class WaypointSettings:
     config: Path | None = None
     istiod: str | None = None
     token_file: Path | None = None
+    netns: str | None = None  # serve HBONE and dial upstreams inside this network namespace (name or path)
+    admin_address: str | None = None  # where admin/metrics/ready bind (default: --address)
     cert_dir: Path | None = None
     cert_chain: Path | None = None
     key: Path | None = None
@@ -81,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     certs.add_argument("--cert-chain", type=Path)
     certs.add_argument("--key", type=Path)
     certs.add_argument("--root-cert", type=Path, help="the mesh root (also what istiod_lite is checked against)")
+    place = parser.add_argument_group("network namespace (the local runner's netns mode)")
+    place.add_argument("--netns", help="open the HBONE listener and upstream connections in this network namespace "
+                                       "(an `ip netns` name or a path); the control plane and admin stay here")
+    place.add_argument("--admin-address", help="address of the admin, metrics and ready ports (default: --address)")
     ports = parser.add_argument_group("ports (0 = any free port)")
     ports.add_argument("--hbone-port", type=int, default=DEFAULT_HBONE_PORT)
     ports.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT)
@@ -98,6 +104,7 @@ def parse_args(argv: Sequence[str]) -> WaypointSettings:
     ns = _parser().parse_args(list(argv))
     settings = WaypointSettings(
         address=ns.address, identity=ns.identity, config=ns.config, istiod=ns.istiod, token_file=ns.token_file,
+        netns=ns.netns, admin_address=ns.admin_address,
         cert_dir=ns.cert_dir,
         cert_chain=ns.cert_chain, key=ns.key, root_cert=ns.root_cert, hbone_port=ns.hbone_port,
         admin_port=ns.admin_port, metrics_port=ns.metrics_port, ready_port=ns.ready_port,
@@ -117,6 +124,13 @@ def check(settings: WaypointSettings) -> list[str]:
         ipaddress.ip_address(settings.address)
     except ValueError:
         problems.append(f"--address {settings.address!r} is not an IP address")
+    if settings.admin_address is not None:
+        try:
+            ipaddress.ip_address(settings.admin_address)
+        except ValueError:
+            problems.append(f"--admin-address {settings.admin_address!r} is not an IP address")
+    if settings.netns is not None and settings.admin_address is None:
+        problems.append("--netns needs --admin-address: --address lives in the namespace, the admin ports do not")
     try:
         Identity.parse(settings.identity)
     except IdentityError as exc:

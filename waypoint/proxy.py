@@ -20,11 +20,12 @@ import structlog
 import trio
 
 from meshcore.admin.ports import ComponentPorts, StandardPorts
-from meshcore.hbone.pool import HbonePool, PoolKey
+from meshcore.hbone.pool import Connector, HbonePool, PoolKey
 from meshcore.hbone.server import HboneServer, VerifyPeer
 from meshcore.identity.certs import WorkloadCertificate
 from meshcore.identity.errors import IdentityError
 from meshcore.identity.tls import TlsStream, contexts_for, load_cert_chain, verify_peer_client, verify_peer_server
+from meshcore.net.netns import connect_tcp_from_netns, listen_tcp_in_netns, open_netns
 from meshcore.ready import format_address
 from meshcore.telemetry.metrics import Registry
 from meshcore.telemetry.otlp import OtlpHttpExporter
@@ -76,9 +77,28 @@ class Waypoint:
         self._quit = trio.Event()
         self._cert: WorkloadCertificate | None = None
         self._server_context: ssl.SSLContext | None = None
-        self.pool = HbonePool(self._tls_for)
+        self._netns_fd = open_netns(settings.netns) if settings.netns is not None else None
+        self.pool = HbonePool(self._tls_for, connector=self._dialer())
         self.upstream = Upstream(self.pool, settings.identity)
         self.reloads = 0
+
+    def _dialer(self) -> Connector | None:
+        """Upstream HBONE connections: from the waypoint's namespace when it has one (netns mode)."""
+        fd = self._netns_fd
+        if fd is None:
+            return None
+
+        async def dial(host: str, port: int) -> trio.abc.Stream:
+            return await connect_tcp_from_netns(fd, (host, port), mark=None)
+
+        return dial
+
+    async def _hbone_listeners(self) -> list[trio.SocketListener]:
+        settings = self.settings
+        if self._netns_fd is None:
+            return await trio.open_tcp_listeners(settings.hbone_port, host=settings.address)
+        sock = await listen_tcp_in_netns(self._netns_fd, settings.address, settings.hbone_port)
+        return [trio.SocketListener(sock)]
 
     # ---------------------------------------------------------------------------------- the view
 
@@ -190,12 +210,13 @@ class Waypoint:
             server = HboneServer(server_context, client_verify, inbound.handle, serves=inbound.serves)
             ports = ComponentPorts(
                 registry=self.registry, ready=self.ready, config_dump=self.dump, on_quit=self.drain,
-                traces=self.traces, host=settings.address,
+                traces=self.traces, host=settings.admin_address or settings.address,
+                admin_host=settings.admin_address or "127.0.0.1",
                 ports=StandardPorts(settings.admin_port, settings.metrics_port, settings.ready_port),
             )
             admin = await nursery.start(ports.run)
             async with trio.open_nursery() as serving:
-                hbone = await serving.start(server.run, settings.address, settings.hbone_port)
+                hbone = await serving.start(server.serve_listeners, await self._hbone_listeners())
                 task_status.started({"hbone": format_address(*hbone), **admin})
                 await self._quit.wait()
                 log.info("draining", seconds=settings.drain_seconds)

@@ -109,7 +109,15 @@ class HboneServer:
         task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen on ``host:port`` and serve until cancelled; reports the bound (host, port)."""
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        await self.serve_listeners(await trio.open_tcp_listeners(port, host=host), task_status=task_status)
+
+    async def serve_listeners(
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve listeners opened elsewhere (e.g. inside a network namespace) until cancelled."""
         sockname = listeners[0].socket.getsockname()
         task_status.started((str(sockname[0]), int(sockname[1])))
         await trio.serve_listeners(self.serve_connection, listeners)

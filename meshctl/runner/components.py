@@ -67,23 +67,32 @@ def waypoint_name(namespace: str, name: str) -> str:
     return f"waypoint-{namespace}-{name}"
 
 
+def waypoint_token(state_dir: Path, namespace: str, name: str) -> Path:
+    """Where istiod_lite writes the waypoint's own token once it translated its Gateway."""
+    return state_dir / "tokens" / f"waypoint-{namespace}-{name}.token"
+
+
 def waypoint_spec(
-    python: str, *, namespace: str, name: str, address: str, identity: str, workdir: Path,
-    netns: str | None = None,
+    python: str, *, namespace: str, name: str, address: str, identity: str, control: str, state_dir: Path,
+    admin_address: str, netns: str | None = None,
 ) -> ProcessSpec:
-    """A waypoint on its own address, reading the view and certificate the bridge keeps in ``workdir``."""
+    """A waypoint fed by istiod_lite like any proxy: its certificate from the CA with its own token, its
+    routes by push. In netns mode its HBONE side lives in a fabric namespace (``--netns``) while the
+    process — control plane and admin ports — stays in the host's, so meshctl can still reach it."""
     return ProcessSpec(
         name=waypoint_name(namespace, name),
         argv=[
             python, "-m", "waypoint",
             "--address", address,
+            "--admin-address", admin_address,
             "--identity", identity,
-            "--config", str(workdir / "view.json"),
-            "--cert-dir", str(workdir / "certs"),
+            "--istiod", f"wss://{control}/v1/xds",
+            "--token-file", str(waypoint_token(state_dir, namespace, name)),
+            "--root-cert", str(state_dir / "root-cert.pem"),
+            *(["--netns", netns] if netns is not None else []),
         ],
         readiness=ReadyLine(),
         start_timeout=COMPONENT_START_TIMEOUT,
-        netns=netns,  # netns mode: on the pods' fabric, in a namespace of its own (never captured)
     )
 
 

@@ -34,6 +34,7 @@ from meshctl.runner.components import (
     pod_spec,
     waypoint_name,
     waypoint_spec,
+    waypoint_token,
     ztunnel_spec,
 )
 from meshctl.runner.inventory import PodRecord, write_inventory
@@ -42,7 +43,6 @@ from meshctl.runner.lock import StateDirLock
 from meshctl.runner.netns_mode import PodNetworks, netns_available, zds_socket
 from meshctl.runner.state import MeshStatus, PodStatus, ProxyStatus, remove_status, write_status
 from meshctl.runner.supervisor import ProcessFailed, ProcessSpec, SupervisedProcess, Supervisor
-from meshctl.runner.waypoint_bridge import WaypointBridge, issue_certificates
 from meshctl.runner.workloads import (
     GATEWAY_NAME_LABEL,
     DesiredState,
@@ -129,7 +129,7 @@ class MeshRunner:
         self._pod_ips: dict[str, str] = {}
         self._waypoints: dict[str, WaypointPlan] = {}
         self._waypoint_ips: dict[str, str] = {}
-        self._bridges: dict[str, trio.CancelScope] = {}  # waypoint key → its view-following task
+        self._waypoint_admin: dict[str, str] = {}  # netns mode: waypoint key → its admin address (host side)
         self._listening: set[str] = set()  # pods whose ztunnel listener on podIP:15080 was seen
         self._stop = trio.Event()
         self._startup = trio.CancelScope()
@@ -289,30 +289,28 @@ class MeshRunner:
         self.report(f"ztunnel {node} ready at {self.node_addresses[node]}: metrics {proxy.metrics}")
 
     async def _start_waypoint(self, plan: WaypointPlan, nursery: trio.Nursery) -> None:
-        """A waypoint process on its own address, its view and certificate fed by the (interim) bridge."""
+        """A waypoint process fed by istiod_lite like every proxy: once istiod_lite has translated its
+        Gateway (its identity is in the published view and its token is written), it is started with
+        ``--istiod``; in netns mode its HBONE side lives in its fabric namespace."""
         name = waypoint_name(plan.namespace, plan.name)
-        workdir = self.state_dir / "waypoints" / f"{plan.namespace}-{plan.name}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        bridge = WaypointBridge(self.istiod_admin, plan.key, workdir / "view.json")
-        view = None
-        for _ in range(int(WAYPOINT_VIEW_TIMEOUT / 0.2)):  # istiod_lite translates the Gateway quickly
-            view = await bridge.refresh()
-            if view is not None:
-                break
-            await trio.sleep(0.2)
-        if view is None:
+        identity = await self._waypoint_identity(plan.key)
+        token = waypoint_token(self.state_dir, plan.namespace, plan.name)
+        if identity is None or not await trio.Path(token).exists():
             problem = f"waypoint {plan.key}: istiod_lite translated no view for it in {WAYPOINT_VIEW_TIMEOUT:.0f}s"
             self.status.problems.append(problem)
             self.report(f"warning: {problem}")
             return
         if plan.key not in self._waypoints:  # its Gateway was deleted while we waited for the view
             return
-        issue_certificates(self.state_dir, view.identity, workdir / "certs")
         ip = self._waypoint_ips[plan.key]
         netns = self._netns.get(_waypoint_key(plan.key))
+        admin_address = ip
+        if netns is not None:  # the admin ports stay in the host namespace, on a loopback address of their own
+            admin_address = self._waypoint_admin.setdefault(plan.key, self.addresses.allocate_pod())
         spec = waypoint_spec(
-            self.options.python, namespace=plan.namespace, name=plan.name, address=ip, identity=view.identity,
-            workdir=workdir, netns=netns.netns if netns is not None else None,
+            self.options.python, namespace=plan.namespace, name=plan.name, address=ip, identity=identity,
+            control=self.istiod_control, state_dir=self.state_dir, admin_address=admin_address,
+            netns=netns.netns if netns is not None else None,
         )
         self.status.proxies[name] = ProxyStatus(kind="waypoint", name=name, node=plan.node)
         try:
@@ -322,13 +320,21 @@ class MeshRunner:
             self.report(f"waypoint {plan.key} failed to start: {exc}")
             return
         proxy = self.status.proxies[name]
-        nursery.start_soon(self._follow_view, plan.key, bridge)
-        self.report(f"waypoint {plan.key} ready at {ip} ({view.identity}): metrics {proxy.metrics}")
+        self.report(f"waypoint {plan.key} ready at {ip} ({identity}): metrics {proxy.metrics}")
 
-    async def _follow_view(self, key: str, bridge: WaypointBridge) -> None:
-        with trio.CancelScope() as scope:
-            self._bridges[key] = scope
-            await bridge.run()
+    async def _waypoint_identity(self, key: str) -> str | None:
+        """The identity istiod_lite gave waypoint ``key`` in its published view (None until translated)."""
+        host, _, port = self.istiod_admin.rpartition(":")
+        for _ in range(int(WAYPOINT_VIEW_TIMEOUT / 0.2)):
+            try:
+                response = await http_request(host, int(port), "GET", "/debug/config_dump", timeout=5)
+                body = (response.json().get("snapshot") or {}).get("waypoint", {}).get(key)
+            except (AdminRequestFailed, ValueError, AttributeError):
+                body = None
+            if isinstance(body, dict) and isinstance(body.get("identity"), str):
+                return str(body["identity"])
+            await trio.sleep(0.2)
+        return None
 
     async def _start_pod(self, plan: PodPlan, nursery: trio.Nursery) -> None:
         netns = self._netns.get(plan.key)
@@ -566,9 +572,9 @@ class MeshRunner:
             nursery.start_soon(self._start_pod, plan, nursery)
 
     async def _stop_waypoint(self, key: str) -> None:
-        scope = self._bridges.pop(key, None)
-        if scope is not None:
-            scope.cancel()
+        admin = self._waypoint_admin.pop(key, None)
+        if admin is not None:
+            self.addresses.release_pod(admin)
         plan = self._waypoints[key]
         name = waypoint_name(plan.namespace, plan.name)
         self.status.proxies.pop(name, None)

@@ -54,7 +54,7 @@ def versions_seen(state: Path, requests: int) -> Counter[str]:
 
 
 def settle(state: Path, expected: str, timeout: float = 45) -> None:
-    """Until only ``expected`` answers; generous: the weights travel file → istiod_lite → bridge → waypoint,
+    """Until only ``expected`` answers; generous: the weights travel file → istiod_lite → push → waypoint,
     and on a loaded 2-core machine each hop can take seconds."""
     deadline = time.monotonic() + timeout
     while set(versions_seen(state, 5)) != {expected}:

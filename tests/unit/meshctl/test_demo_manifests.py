@@ -6,12 +6,11 @@ from __future__ import annotations
 from istiod_lite.translate import PodInfo, translate_to_push
 from istiod_lite.translate import view as pushed
 from meshctl.demo import HOST, demo_manifests, virtual_service
-from meshctl.runner.waypoint_bridge import file_view
 from schemas.kinds import Resource
 from schemas.load import load_text
 from schemas.networking import VirtualService
+from waypoint.control_plane import served_view
 from waypoint.model import WeightedDestinations
-from waypoint.view import view_from_json
 
 
 def load(text: str, *, alone: bool = False) -> list[Resource]:
@@ -54,10 +53,10 @@ def pods() -> list[PodInfo]:
     ]
 
 
-def test_bridge_turns_the_translated_view_into_a_waypoint_config_with_the_95_5_split() -> None:
+def test_the_pushed_view_becomes_the_waypoint_s_view_with_the_95_5_split() -> None:
     snapshot = translate_to_push(load(demo_manifests(python="python3")), pods())
     translated = pushed.from_json(snapshot["waypoint"]["prod/waypoint"])
-    view = view_from_json(file_view(translated))
+    view = served_view(snapshot["waypoint"]["prod/waypoint"], source="test")
     (binding,) = view.services
     assert (binding.hostname, binding.port, binding.app_protocol) == (HOST, 8080, "http")
     assert binding.vips == translated.services[0].vips
@@ -67,4 +66,5 @@ def test_bridge_turns_the_translated_view_into_a_waypoint_config_with_the_95_5_s
     assert [(d.cluster.subset, d.weight) for d in action.destinations] == [("v1", 95), ("v2", 5)]
     endpoints = {c.key.subset: [e.address for e in c.endpoints] for c in view.clusters}
     assert endpoints == {"v1": ["127.9.1.1"], "v2": ["127.9.1.2"]}
-    assert view.version == file_view(translated)["version"]  # same view, same version: no reload churn
+    again = served_view(snapshot["waypoint"]["prod/waypoint"], source="test")
+    assert view.version == again.version and view.version  # same view, same version: no reload churn

@@ -53,13 +53,20 @@ def test_ztunnel_workers_are_passed_only_when_more_than_one() -> None:
     assert flags(spec.argv, "--workers") == {"--workers": "2"}
 
 
-def test_waypoint_reads_the_bridge_s_files() -> None:
-    spec = waypoint_spec("py", namespace="prod", name="waypoint", address="127.9.1.9",
-                         identity="spiffe://cluster.local/ns/prod/sa/waypoint", workdir=STATE / "w")
+def test_waypoint_follows_istiod_with_its_own_token_and_keeps_admin_in_the_host() -> None:
+    spec = waypoint_spec("py", namespace="prod", name="waypoint", address="198.18.0.9",
+                         identity="spiffe://cluster.local/ns/prod/sa/waypoint", control="127.9.0.251:15012",
+                         state_dir=STATE, admin_address="127.9.1.9", netns="am-x-pod-waypoint-prod-waypoint")
     assert spec.name == "waypoint-prod-waypoint"
-    assert flags(spec.argv, "--address", "--config", "--cert-dir") == {
-        "--address": "127.9.1.9", "--config": "/state/w/view.json", "--cert-dir": "/state/w/certs",
+    assert flags(spec.argv, "--address", "--admin-address", "--istiod", "--token-file", "--root-cert", "--netns") == {
+        "--address": "198.18.0.9",
+        "--admin-address": "127.9.1.9",
+        "--istiod": "wss://127.9.0.251:15012/v1/xds",
+        "--token-file": "/state/tokens/waypoint-prod-waypoint.token",
+        "--root-cert": "/state/root-cert.pem",
+        "--netns": "am-x-pod-waypoint-prod-waypoint",
     }
+    assert spec.netns is None  # the process itself stays in the host namespace
 
 
 def test_a_pod_runs_its_expanded_command_with_downward_and_proxy_variables() -> None:
