@@ -63,6 +63,7 @@ class ProxyStatus:
     state: str = "pending"
     addresses: dict[str, str] = attrs.field(factory=dict)
     log: str = ""
+    push_id: str = ""  # how istiod_lite's proxy-status names it: a ztunnel's node, a waypoint's workload
 
 
 @attrs.define(kw_only=True)
@@ -134,7 +135,8 @@ _SEVERITY = {"SYNCED": 0, "STALE": 1, "NACKED": 2}
 
 
 def merge_push_status(document: dict[str, Any], proxy_status: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Add each ztunnel's push state from istiod_lite's ``/debug/proxy-status`` (rows per node and type).
+    """Add each proxy's push state from istiod_lite's ``/debug/proxy-status`` (rows per proxy and type):
+    ztunnels by node, waypoints by their ``push_id`` (the workload their token proves).
 
     ``sync`` is the worst state over the types (NACKED over STALE over SYNCED), ``config`` maps each
     type to the version the proxy ACKed; without an answer from istiod_lite ``sync`` is ``unknown``.
@@ -143,8 +145,9 @@ def merge_push_status(document: dict[str, Any], proxy_status: Mapping[str, Any] 
     proxies = []
     for proxy in document.get("proxies", []):
         proxy = dict(proxy)
-        if proxy.get("kind") == "ztunnel":
-            mine = [row for row in rows if row.get("proxy") == proxy.get("node")]
+        if proxy.get("kind") in ("ztunnel", "waypoint"):
+            key = proxy.get("push_id") or (proxy.get("node") if proxy.get("kind") == "ztunnel" else None)
+            mine = [row for row in rows if key and row.get("proxy") == key]
             states = [str(row.get("state")) for row in mine]
             proxy["sync"] = max(states, key=lambda s: _SEVERITY.get(s, 3)) if states else "unknown"
             proxy["config"] = {str(row.get("type")): row.get("acked_version") for row in mine}

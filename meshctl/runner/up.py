@@ -312,7 +312,8 @@ class MeshRunner:
             control=self.istiod_control, state_dir=self.state_dir, admin_address=admin_address,
             netns=netns.netns if netns is not None else None,
         )
-        self.status.proxies[name] = ProxyStatus(kind="waypoint", name=name, node=plan.node)
+        self.status.proxies[name] = ProxyStatus(kind="waypoint", name=name, node=plan.node,
+                                                push_id=f"workload/{_identity_workload(identity)}")
         try:
             await self._start(spec)
         except ProcessFailed as exc:
@@ -605,6 +606,12 @@ class MeshRunner:
                 for name in group:
                     stopping.start_soon(supervisor.stop, name)
         self.report("mesh stopped; every process it started has exited")
+
+
+def _identity_workload(identity: str) -> str:
+    """``spiffe://td/ns/NS/sa/SA`` → ``NS/SA`` (how istiod_lite names a waypoint's push connection)."""
+    parts = identity.removeprefix("spiffe://").split("/")
+    return f"{parts[2]}/{parts[4]}" if len(parts) == 5 else identity
 
 
 def _waypoint_key(key: str) -> str:

@@ -100,3 +100,13 @@ def test_push_state_per_ztunnel_is_the_worst_over_its_types() -> None:
     assert "sync" not in merged["istiod"]
     unknown = {p["name"]: p for p in merge_push_status(document, None)["proxies"]}
     assert unknown["ztunnel-node-1"]["sync"] == "unknown"
+
+
+def test_a_waypoint_s_push_state_is_found_by_the_workload_its_token_proves() -> None:
+    document = sample(os.getpid()).to_json()
+    document["proxies"].append({"kind": "waypoint", "name": "waypoint-prod-waypoint", "node": "",
+                                "push_id": "workload/prod/waypoint"})
+    rows = [{"proxy": "workload/prod/waypoint", "type": "waypoint", "state": "SYNCED", "acked_version": "v7"}]
+    merged = {p["name"]: p for p in merge_push_status(document, {"proxies": rows})["proxies"]}
+    assert merged["waypoint-prod-waypoint"]["sync"] == "SYNCED"
+    assert merged["waypoint-prod-waypoint"]["config"] == {"waypoint": "v7"}
