@@ -53,7 +53,6 @@ from istiod_lite.stores.merged import MergedStore
 from istiod_lite.tokens import Authenticator, NodeTokenAuthenticator, NodeTokens
 from istiod_lite.translate import PodInfo, VipAllocator, translate
 from istiod_lite.translate.inputs import pods_from_deployments
-from istiod_lite.translate.view import TYPE_NAME as WAYPOINT_TYPE
 from meshcore.admin.http import AdminServer
 from meshcore.errors import MeshError
 from meshcore.identity.spiffe import Identity
@@ -61,6 +60,7 @@ from meshcore.push.protocol import JSON
 from meshcore.ready import format_address
 from meshcore.telemetry.logs import get_logger
 from meshcore.telemetry.metrics import Registry
+from waypoint.pushed import TYPE_NAME as WAYPOINT_TYPE
 
 Translator = Callable[[Sequence[Any], Sequence[Pod] | None], Mapping[str, Mapping[str, JSON]]]
 """Typed user resources (``schemas`` objects) and the runner's pods (``None``: no runner) → the pushed

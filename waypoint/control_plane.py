@@ -22,8 +22,6 @@ from pathlib import Path
 import structlog
 import trio
 
-from istiod_lite.translate import view as pushed
-from istiod_lite.translate.process_view import to_process_view
 from meshcore.errors import MeshError
 from meshcore.identity.ca_client import CaClient, control_plane_context
 from meshcore.identity.certs import WorkloadCertificate
@@ -31,6 +29,7 @@ from meshcore.identity.manager import CertificateManager
 from meshcore.identity.spiffe import Identity
 from meshcore.push.client import PushClient, parse_push_url
 from meshcore.push.protocol import JSON
+from waypoint import pushed
 from waypoint.config import ConfigError, WaypointSettings
 from waypoint.view import WaypointView, view_from_json, view_to_json
 
@@ -52,7 +51,7 @@ def _read(path: Path | None, flag: str) -> bytes:
 
 def served_view(body: JSON, *, source: str) -> WaypointView:
     """One pushed ``waypoint`` resource → the view this process serves (same conversion as the file mode)."""
-    document = view_to_json(to_process_view(pushed.from_json(body)))
+    document = view_to_json(pushed.to_process_view(pushed.from_json(body)))
     document["version"] = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
     return view_from_json(document, source=source)
 

@@ -11,14 +11,14 @@ One module per rule set, each naming the Istio behaviour it follows:
 * :mod:`.waypoints` — ``istio-waypoint`` Gateways, ``istio.io/use-waypoint`` / ``waypoint-for`` binding;
 * :mod:`.authorization`, :mod:`.peerauth` — ztunnel's L4 Authorizations (L7 fails closed);
 * :mod:`.routes`, :mod:`.clusters`, :mod:`.l7policies` — the waypoint view's routes, clusters, L7 policy;
-* :mod:`.view` — :class:`WaypointView` and its push JSON; :mod:`.process_view` — the waypoint file shape;
+* :mod:`waypoint.pushed` — :class:`WaypointView`, the pushed ``waypoint`` resource (the waypoint owns its type);
 * :mod:`.attachment` — warnings for L7 config no waypoint enforces; :mod:`.snapshot` — the orchestration.
 """
 
 from istiod_lite.translate.inputs import PodInfo, pods_from_deployments
 from istiod_lite.translate.snapshot import MeshSnapshot, translate, translate_to_push
-from istiod_lite.translate.view import WaypointView
 from istiod_lite.translate.vips import VipAllocator
+from waypoint.pushed import WaypointView
 
 __all__ = [
     "MeshSnapshot",

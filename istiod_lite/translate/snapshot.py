@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from istiod_lite.translate import authorization, clusters, l7policies, peerauth, routes, services, view
+from istiod_lite.translate import authorization, clusters, l7policies, peerauth, routes, services
 from istiod_lite.translate.attachment import unattached_warnings
 from istiod_lite.translate.inputs import (
     DEFAULT_CLUSTER_DOMAIN,
@@ -41,6 +41,7 @@ from schemas.discovery import Authorization, Scope, Service, Workload
 from schemas.discovery import to_json as discovery_json
 from schemas.kinds import Resource
 from waypoint import model
+from waypoint import pushed as view
 
 JSON = Any
 

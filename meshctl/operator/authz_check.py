@@ -25,13 +25,12 @@ import attrs
 import click
 import yaml
 
-from istiod_lite.translate import view as pushed
-from istiod_lite.translate.process_view import to_process_view
 from meshcore.errors import MeshError
 from meshctl.commands.common import control_plane_options, run_call
 from meshctl.control_plane import ControlPlaneClient
 from schemas.discovery import Authorization, Service, Workload, from_json
 from waypoint import authz as l7
+from waypoint import pushed
 from ztunnel import authz as l4
 from ztunnel.state import ProxyState
 
@@ -169,7 +168,7 @@ def explain(snapshot: Mapping[str, Mapping[str, Any]], query: Query) -> Report:
             service=service.hostname, host=f"{service.hostname}:{query.port}", port=query.port,
             method=query.method, path=query.path, source_ip=source_ip, source_principal=query.source,
         )
-        verdict = l7.evaluate(attributes, to_process_view(view).l7_policies)  # the policies the waypoint holds
+        verdict = l7.evaluate(attributes, pushed.to_process_view(view).l7_policies)  # the policies the waypoint holds
         steps.append(Step(where="waypoint", name=waypoint_key, node="-", peer_identity=query.source,
                           allowed=verdict.allowed, policy=verdict.policy, reason=verdict.reason))
         peer_identity = view.identity

@@ -4,11 +4,11 @@ of it; the interim waypoint bridge turns that into a view the waypoint process a
 from __future__ import annotations
 
 from istiod_lite.translate import PodInfo, translate_to_push
-from istiod_lite.translate import view as pushed
 from meshctl.demo import HOST, demo_manifests, virtual_service
 from schemas.kinds import Resource
 from schemas.load import load_text
 from schemas.networking import VirtualService
+from waypoint import pushed
 from waypoint.control_plane import served_view
 from waypoint.model import WeightedDestinations
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 
 from istiod_lite.translate import MeshSnapshot, translate
-from istiod_lite.translate.process_view import to_process_view
-from istiod_lite.translate.view import from_json
 from tests.unit.istiod_lite.translate.helpers import load, pod
 from waypoint import model
+from waypoint.pushed import from_json, to_process_view
 from waypoint.view import view_from_json, view_to_json
 from ztunnel.state import DestinationKind, ProxyState
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from istiod_lite.translate import MeshSnapshot, translate
-from istiod_lite.translate.view import Cluster
 from tests.unit.istiod_lite.translate.helpers import load, pod
 from waypoint import model
+from waypoint.pushed import Cluster
 
 NS = """\
 apiVersion: v1

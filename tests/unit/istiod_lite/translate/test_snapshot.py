@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from istiod_lite.translate import VipAllocator, translate, translate_to_push
-from istiod_lite.translate.view import WaypointViewDecodeError, from_json
 from schemas.kinds import Resource
 from tests.unit.istiod_lite.translate.helpers import load
 from tests.unit.istiod_lite.translate.test_canary import CANARY_VS, MESH, PODS
+from waypoint.pushed import WaypointViewDecodeError, from_json
 from ztunnel.state import ProxyState
 
 DEPLOYMENT = """\

@@ -22,6 +22,7 @@ from cattrs.preconf.json import make_converter
 from meshcore.errors import MeshError
 from schemas.discovery import AppProtocol
 from waypoint import model
+from waypoint import view as process
 from waypoint.authz import L7Policy
 
 TYPE_NAME = "waypoint"
@@ -157,3 +158,39 @@ def from_json(data: Any) -> WaypointView:
         else:
             text = str(exc)
         raise WaypointViewDecodeError(f"malformed waypoint resource: {text}", key=key) from exc
+
+
+_PROTOCOLS = {
+    AppProtocol.HTTP11: "http",
+    AppProtocol.HTTP2: "http2",
+    AppProtocol.GRPC: "grpc",
+    AppProtocol.TCP: "tcp",
+    AppProtocol.TLS: "tcp",
+    AppProtocol.UNKNOWN: "http",
+}
+
+
+def to_process_view(view: WaypointView, *, version: str = "") -> process.WaypointView:
+    """The pushed view → the view the process serves: one binding per service port, application protocols
+    by the process's names (HTTP/1.1 ``http``, HTTP/2 ``http2``, gRPC ``grpc``, TCP/TLS ``tcp``; UNKNOWN is
+    ``http``, which sniffs h2c — Istio's waypoints likewise treat unnamed ports as HTTP)."""
+    return process.WaypointView(
+        services=tuple(
+            process.ServiceBinding(
+                hostname=service.hostname,
+                port=port.port,
+                name=service.name,
+                namespace=service.namespace,
+                vips=service.vips,
+                app_protocol=_PROTOCOLS[port.app_protocol],
+            )
+            for service in view.services
+            for port in service.ports
+        ),
+        route_tables=view.route_tables,
+        clusters=tuple(
+            process.ClusterConfig(key=c.key, policy=c.policy, endpoints=c.endpoints) for c in view.clusters
+        ),
+        l7_policies=view.policies,
+        version=version,
+    )
